@@ -182,6 +182,14 @@ static tflm_status derive(Config *cfg) {
         return tflm__err(TFLM_EFORMAT,
                          "config: flip_block %d is larger than the window's %d positions", cfg->B,
                          cfg->N);
+    /* engine limits: per-position work buffers live on the stack */
+    if (cfg->V > 1024)
+        return tflm__err(TFLM_EFORMAT, "config: vocab_size %d is above this engine's limit of 1024",
+                         cfg->V);
+    if (cfg->c > 512)
+        return tflm__err(TFLM_EFORMAT,
+                         "config: patch * latent_dim = %d channels is above this engine's limit of 512",
+                         cfg->c);
     return TFLM_OK;
 }
 
