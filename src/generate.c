@@ -248,7 +248,8 @@ static tflm_status ar_generate(tflm_ctx *ctx, const int *ctx_ids, int n_ctx,
             memmove(win, win + len - keep, keep * sizeof(int));
             len = keep;
             kv_reset(&w.kv[0]);
-            if ((st = ar_steps(&w, ctx->ops, win, 0, len)) != TFLM_OK) goto done;
+            /* steps 0..len read sos and win[0..len-1] */
+            if ((st = ar_steps(&w, ctx->ops, win, 0, len + 1)) != TFLM_OK) goto done;
         }
         win[len++] = k;
         if ((st = ar_steps(&w, ctx->ops, win, len, len + 1)) != TFLM_OK) goto done;
