@@ -1,0 +1,109 @@
+/* main.c: the tflm command: finds the subcommand and hands it the rest of
+ * the command line. Data goes to stdout, messages to stderr; the exit status
+ * is one of the codes in cli.h (and tflm(1)). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *what;
+} command;
+
+static int cmd_unavailable(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    cli_msg("the interactive app is not built yet in this version");
+    return EXIT_UNAVAILABLE;
+}
+
+static const command commands[] = {
+    {"generate", cmd_generate, "continue a text (or start one) from the model"},
+    {"layers", cmd_layers, "the same generation, one decoded line per layer"},
+    {"edit", cmd_edit, "change a text's state at one layer and re-invert"},
+    {"score", cmd_score, "bits per character of files (ELBO)"},
+    {"encode", cmd_encode, "every layer's state of a text, as JSON"},
+    {"info", cmd_info, "configuration, vocabulary and training record"},
+    {"init", cmd_init, "write a randomly initialised model"},
+    {"ui", cmd_unavailable, "the interactive app (not built yet)"},
+    {"demo", cmd_unavailable, "the app's guided demo (not built yet)"},
+};
+#define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f) {
+    fputs("Usage: tflm COMMAND [OPTIONS] [ARGS]\n"
+          "       tflm COMMAND --help\n"
+          "       tflm --help | --version\n"
+          "\n"
+          "TarFlowLM: a language model made of normalizing flows over a continuous\n"
+          "latent space, whose every layer can be read as text.\n"
+          "\n"
+          "Commands:\n", f);
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].what);
+    fputs("\n"
+          "Options of the commands that use a model:\n"
+          "  -m, --model FILE  the model (default: $TFLM_MODEL, else the installed\n"
+          "                    default model)\n"
+          "      --threads N   worker threads (default 1, or $TFLM_THREADS)\n"
+          "      --no-blas     use the reference C kernels instead of OpenBLAS\n"
+          "\n", f);
+    fputs(cli_exit_help, f);
+    fputs("\nSee tflm(1) and, for the model file format, tflm(5).\n", f);
+}
+
+int main(int argc, char **argv) {
+    cli_install_sigint();
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    int rc;
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        usage(stdout);
+        rc = EXIT_OK;
+    } else if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+        printf("tflm %s\n", tflm_version());
+        rc = EXIT_OK;
+    } else if (strcmp(name, "help") == 0) {
+        if (argc < 3) {
+            usage(stdout);
+            rc = EXIT_OK;
+        } else {
+            /* "tflm help CMD" is "tflm CMD --help" */
+            char *sub[] = {argv[2], "--help", NULL};
+            int i;
+            for (i = 0; i < N_COMMANDS; i++)
+                if (strcmp(argv[2], commands[i].name) == 0) break;
+            if (i == N_COMMANDS) {
+                cli_msg("unknown command '%s' (try 'tflm --help')", argv[2]);
+                return EXIT_USAGE;
+            }
+            rc = commands[i].run(2, sub);
+        }
+    } else if (name[0] == '-') {
+        cli_msg("unknown option '%s' (try 'tflm --help')", name);
+        return EXIT_USAGE;
+    } else {
+        int i;
+        for (i = 0; i < N_COMMANDS; i++)
+            if (strcmp(name, commands[i].name) == 0) break;
+        if (i == N_COMMANDS) {
+            cli_msg("unknown command '%s' (try 'tflm --help')", name);
+            return EXIT_USAGE;
+        }
+        rc = commands[i].run(argc - 1, argv + 1);
+    }
+    if (rc == EXIT_OK && cli_interrupted()) rc = EXIT_INTERRUPTED;
+    /* report a failed write of the data (full disk, closed pipe) */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (rc == EXIT_OK) {
+            cli_msg("standard output: %s", strerror(errno));
+            rc = EXIT_RUNTIME;
+        }
+    }
+    return rc;
+}
