@@ -5,6 +5,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
+#include "config.h"
+#ifdef HAVE_BLAS
+#include <cblas.h>
+#include <strings.h>
+#include <unistd.h>
+#endif
+
+/* OpenBLAS 0.3.21 (Debian 12) does not recognise recent Intel CPUs and falls
+ * back to its slowest generic kernels ("Prescott"), 4x slower here. Its core
+ * is chosen when the library loads, so the only remedy is to run again with
+ * OPENBLAS_CORETYPE set. A user's own OPENBLAS_CORETYPE is always kept. */
+static void blas_core_fix(char **argv) {
+#ifdef HAVE_BLAS
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    const char *core = openblas_get_corename();
+    if (!core || strcasecmp(core, "prescott") != 0) return;
+    __builtin_cpu_init();
+    const char *target = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                       : __builtin_cpu_supports("avx2") ? "Haswell" : NULL;
+    if (!target) return;
+    setenv("OPENBLAS_CORETYPE", target, 1);
+    execv("/proc/self/exe", argv);   /* on failure, carry on with the slow kernels */
+#else
+    (void)argv;
+#endif
+}
 
 typedef struct {
     const char *name;
@@ -55,6 +81,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    blas_core_fix(argv);
     cli_install_sigint();
     if (argc < 2) {
         usage(stderr);
