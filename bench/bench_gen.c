@@ -105,6 +105,36 @@ static void run(const char *label, const char *cfgjson, const char *path, int th
     tflm_free(ctx);
 }
 
+/* resident memory of a loaded (mmapped) model after a generation, against
+ * the budget: file size + KV caches + 16 MB */
+static void memory(const char *label, const char *cfgjson, const char *path) {
+    tflm_init_model(cfgjson, 1, path);
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long fsize = ftell(f);
+    fclose(f);
+    long rss0 = rss_kb();
+    tflm_ctx *ctx;
+    if (tflm_load(&ctx, path, NULL) != TFLM_OK) { fprintf(stderr, "bench: %s\n", tflm_last_error()); exit(1); }
+    tflm_info in;
+    tflm_get_info(ctx, &in);
+    long kv = 0;
+    for (int l = 0; l < in.n_flows; l++) kv += 2L * in.flows[l].layers * in.positions * in.d_model * 4;
+    tflm_gen_params g;
+    tflm_gen_params_default(&g);
+    g.n_new = 256;
+    tflm_trace *tr = NULL;
+    tflm_generate(ctx, "It is a truth universally acknowledged", &g, &tr);
+    long used = rss_kb() - rss0;
+    long budget = fsize / 1024 + kv / 1024 + 16 * 1024;
+    printf("%-6s memory: RSS +%ld kB after load + 256-char generation; budget file %ld kB + KV %ld kB "
+           "+ 16 MB = %ld kB: %s\n", label, used, fsize / 1024, kv / 1024, budget,
+           used <= budget ? "within" : "OVER");
+    tflm_trace_free(tr);
+    tflm_free(ctx);
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1, n_new = argc > 2 ? atoi(argv[2]) : 256;
     char fpath[] = "/tmp/tflm-bench-flow.safetensors", apath[] = "/tmp/tflm-bench-ar.safetensors";
@@ -112,6 +142,8 @@ int main(int argc, char **argv) {
     printf("generation, %d thread(s), %d new characters after a 38-character context\n", threads, n_new);
     run("flow", CFG_FLOW, fpath, threads, n_new);
     run("ar", CFG_AR, apath, threads, n_new);
+    memory("flow", CFG_FLOW, fpath);
+    memory("ar", CFG_AR, apath);
     unlink(fpath);
     unlink(apath);
     return 0;
