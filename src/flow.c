@@ -134,10 +134,10 @@ void work_encode(Work *w, const int *tok, int mean, uint64_t seed, uint64_t stre
 
 /* Parameters of channel i at a step: a pointer into the head output, or the
  * maf head's output computed into buf. */
-static const float *chan_params(const Work *w, const FlowWeights *fw, const FlowConfig *fc,
+static const float *chan_params(const Model *m, const FlowWeights *fw, const FlowConfig *fc,
                                 const float *G, const float *ho, const double *x, int i,
                                 float *buf) {
-    const Config *cf = &w->m->cfg;
+    const Config *cf = &m->cfg;
     if (fc->maf_E > 0) {
         maf_channel(fw, cf->c, fc->K, fc->maf_E, fc->maf_H, cf->D, G, x, i, buf);
         return buf;
@@ -147,10 +147,9 @@ static const float *chan_params(const Work *w, const FlowWeights *fw, const Flow
 
 /* Forward coupling of one position: X (c floats) -> Y (c floats, unmixed),
  * per-channel log p summed over owned channels, and log N of owned outputs. */
-static tflm_status couple_forward(const Work *w, int l, const float *G, const float *ho,
-                                  const float *X, float *Y, const unsigned char *own,
-                                  double *lp, double *ln) {
-    const Model *m = w->m;
+tflm_status flow_couple_forward(const Model *m, int l, const float *G, const float *ho,
+                                const float *X, float *Y, const unsigned char *own,
+                                double *lp, double *ln) {
     const Config *cf = &m->cfg;
     const FlowConfig *fc = &cf->flow[l - 1];
     const FlowWeights *fw = &m->w.flow[l - 1];
@@ -167,7 +166,7 @@ static tflm_status couple_forward(const Work *w, int l, const float *G, const fl
         for (int i = 0; i < c; i++) if (own[i]) sp += lpc[i];
     } else {
         for (int i = 0; i < c; i++) {
-            const float *prm = chan_params(w, fw, fc, G, ho, x, i, buf);
+            const float *prm = chan_params(m, fw, fc, G, ho, x, i, buf);
             const float *cl = fw->clamp + (size_t)i * fc->K;
             double lpi = fc->type == FLOW_AFFINE ? affine_forward(prm, cl, x[i], &y[i])
                                                   : mix1_forward(prm, cl, fc->K, x[i], &y[i]);
@@ -186,10 +185,9 @@ static tflm_status couple_forward(const Work *w, int l, const float *G, const fl
 }
 
 /* Inverse coupling of one position: Y (unmixed) -> X. */
-static tflm_status couple_inverse(const Work *w, int l, const float *G, const float *ho,
+static tflm_status couple_inverse(const Model *m, int l, const float *G, const float *ho,
                                   const float *Y, float *X, const unsigned char *own,
                                   double *lp, double *ln) {
-    const Model *m = w->m;
     const Config *cf = &m->cfg;
     const FlowConfig *fc = &cf->flow[l - 1];
     const FlowWeights *fw = &m->w.flow[l - 1];
@@ -208,7 +206,7 @@ static tflm_status couple_inverse(const Work *w, int l, const float *G, const fl
         for (int i = 0; i < c; i++) if (own[i]) sp += lpc[i];
     } else {
         for (int i = 0; i < c; i++) {
-            const float *prm = chan_params(w, fw, fc, G, ho, x, i, buf);
+            const float *prm = chan_params(m, fw, fc, G, ho, x, i, buf);
             const float *cl = fw->clamp + (size_t)i * fc->K;
             double lpi;
             if (fc->type == FLOW_AFFINE) {
@@ -277,7 +275,7 @@ tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
     for (int s = s0; s < s1; s++) {
         int p = w->pidx[s - s0];
         float Y[512];
-        st = couple_forward(w, l, w->G + (size_t)(s - s0) * cf->D, w->HO + (size_t)(s - s0) * hout,
+        st = flow_couple_forward(m, l, w->G + (size_t)(s - s0) * cf->D, w->HO + (size_t)(s - s0) * hout,
                             w->h[l - 1] + (size_t)p * c, Y, w->own[l - 1] + (size_t)p * c,
                             &w->lp_pos[l - 1][p], &w->ln_pos[l - 1][p]);
         if (st != TFLM_OK) return st;
@@ -305,7 +303,7 @@ tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
         const float *hp = w->h[l] + (size_t)p * c;
         if (l < L) chunmix(hp, Y, c);
         else memcpy(Y, hp, c * sizeof(float));
-        st = couple_inverse(w, l, w->G, w->HO, Y, w->h[l - 1] + (size_t)p * c,
+        st = couple_inverse(m, l, w->G, w->HO, Y, w->h[l - 1] + (size_t)p * c,
                             w->own[l - 1] + (size_t)p * c, &w->lp_pos[l - 1][p], &w->ln_pos[l - 1][p]);
         if (st != TFLM_OK) return st;
     }

@@ -31,6 +31,11 @@ int flow_visit(int dir, int B, int N, int n);
 tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1);
 /* flow l inverse over steps [s0, s1): reads h[l], writes h[l-1] */
 tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1);
+/* coupling of flow l at one position: X (c, as stored) -> Y (c, before the
+ * mix), log p summed over owned input channels, log N of owned outputs */
+tflm_status flow_couple_forward(const Model *m, int l, const float *G, const float *ho,
+                                const float *X, float *Y, const unsigned char *own,
+                                double *lp, double *ln);
 /* undo the channel mixes of a state of layer `layer` at one position */
 void state_unmix(const Config *cf, int layer, const float *h, float *out);
 

@@ -176,6 +176,9 @@ void model_free(Model *m);
 tflm_status model_init(Model *m, const Config *cfg, uint64_t seed);
 /* Save weights + metadata (tflm.config, tflm.vocab, extra entries of meta). */
 tflm_status model_save(const Model *m, const char *path, json_t *extra_meta);
+/* the same with extra tensors after the weights (checkpoints' opt.* state) */
+tflm_status model_save_ex(const Model *m, const char *path, json_t *extra_meta,
+                          const StWriteTensor *extra, int n_extra);
 /* The default vocabulary (DESIGN §3); malloc'ed array of V=97 strings. */
 char **vocab_default(int *V);
 

@@ -412,9 +412,14 @@ tflm_status model_init(Model *m, const Config *cfg, uint64_t seed) {
 }
 
 tflm_status model_save(const Model *m, const char *path, json_t *extra_meta) {
+    return model_save_ex(m, path, extra_meta, NULL, 0);
+}
+
+tflm_status model_save_ex(const Model *m, const char *path, json_t *extra_meta,
+                          const StWriteTensor *extra, int n_extra) {
     if (!m || !path || !m->vocab)
         return tflm__err(TFLM_EINVAL, "model_save: no model or path");
-    StWriteTensor *t = calloc((size_t)m->params.n + 1, sizeof *t);
+    StWriteTensor *t = calloc((size_t)m->params.n + n_extra + 1, sizeof *t);
     json_t *meta = save_meta(m, extra_meta);
     tflm_status st = TFLM_OK;
     if (!t || !meta)
@@ -427,8 +432,10 @@ tflm_status model_save(const Model *m, const char *path, json_t *extra_meta) {
             t[i].shape[j] = p->shape[j];
         t[i].data = *p->slot;
     }
+    for (int i = 0; !st && i < n_extra; i++)
+        t[m->params.n + i] = extra[i];
     if (!st)
-        st = st_write(path, t, m->params.n, meta);
+        st = st_write(path, t, m->params.n + n_extra, meta);
     free(t);
     json_decref(meta);
     return st;

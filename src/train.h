@@ -1,0 +1,74 @@
+/* train.h: interfaces of the trainer's pieces (issue 3): the transformer with
+ * saved activations and its backward pass (src/train_tf.c), the backward
+ * passes of the couplings, maf head and codebook (src/grad.c), and the
+ * training loop (src/train.c).
+ *
+ * Gradients live in a second Weights struct bound (params_bind) to a
+ * gradient buffer, so a FlowWeights of gradients has the same fields as the
+ * weights. Every *_backward ACCUMULATES (+=) into gradient buffers.
+ * Dimension legend as in internal.h; nb windows of n steps, R = nb * n rows. */
+#ifndef TFLM_TRAIN_H
+#define TFLM_TRAIN_H
+#include "internal.h"
+
+/* ---- transformer with saved activations (src/train_tf.c) ------------------ */
+typedef struct {
+    int nb, n, R;           /* windows, steps per window, rows = nb * n (last forward) */
+    int D, H, nblk, cin;
+    size_t cap_rows;        /* rows the buffers were sized for (per block) */
+    int cap_n;              /* longest window they were sized for; positions < cap_n */
+    float *buf;             /* one allocation for everything below */
+    const float *xin;       /* [R, cin] inputs of the last forward (caller-owned) */
+    const int *pos;         /* [R] position of each row (caller-owned) */
+    /* per block l, each at l * cap_rows * width: */
+    float *res;             /* [nblk+1][R, D] residual stream entering each block, and after the last */
+    float *ln1, *ln1_mu, *ln1_rs;   /* [nblk][R, D], [nblk][R], [nblk][R] (mean, 1/std) */
+    float *qkv;             /* [nblk][R, 3D] rows [q | k | v] */
+    float *att;             /* [nblk][nb, H, n, n] softmax probabilities (block stride cap_rows * cap_n * H) */
+    float *ao;              /* [nblk][R, D] attention output before attn.out */
+    float *mid;             /* [nblk][R, D] residual after attention */
+    float *ln2, *ln2_mu, *ln2_rs;
+    float *fc;              /* [nblk][R, 4D] before GELU */
+    float *ge;              /* [nblk][R, 4D] after GELU */
+    float *lnf_mu, *lnf_rs; /* [R] */
+    float *scratch;         /* backward: [R, D] x 3 + [R, 4D] */
+} TfActs;
+
+tflm_status tfa_init(TfActs *a, const TfDims *dm, int nb, int n);
+void tfa_free(TfActs *a);
+/* G[R, D] for nb independent windows of n causal steps each (no cache);
+ * row r = b*n + s is step s of window b; pos[r] its window position. */
+tflm_status tf_train_forward(const Ops *ops, const FlowWeights *fw, const TfDims *dm, TfActs *a,
+                             const float *xin, const int *pos, int nb, int n, float *G);
+/* Given dG[R, D], accumulate weight gradients into gw (in_proj, pos, blocks,
+ * ln_f; not sos/head) and, if dxin != NULL, write dL/dxin [R, cin]. */
+tflm_status tf_train_backward(const Ops *ops, const FlowWeights *fw, FlowWeights *gw,
+                              const TfDims *dm, TfActs *a, const float *dG, float *dxin);
+
+/* ---- coupling, maf and codebook gradients (src/grad.c) -------------------- */
+/* mix1 / affine channel. Given upstream glp = dL/d(log p(x)) and gy = dL/dy,
+ * accumulate dL/dprm [3K] into dprm and dL/dclamp [K] into dclamp, and
+ * return dL/dx. */
+double mix1_backward(const float *prm, const float *clampf, int K, double x, double glp,
+                     double gy, float *dprm, float *dclamp);
+double affine_backward(const float *prm, const float *clampf, double x, double glp, double gy,
+                       float *dprm, float *dclamp);
+
+/* mixd token. glp = dL/d(log p(z)) (all d dims of a token share an owner),
+ * gy[d] = dL/dy (may be NULL: no gradient through y). Accumulates into
+ * dlogits [V], dmu [V, d], dlogsig [V] and dz [d]. */
+void mixd_backward(const float *logits, const float *mu, const float *logsig, int V, int d,
+                   const double *z, double glp, const double *gy, float *dlogits, float *dmu,
+                   float *dlogsig, double *dz);
+
+/* maf channel i: given dout [3K] = dL/d(out_i), accumulate weight gradients
+ * into gw's maf tensors, dL/dG into dG [D], and dL/dx_j (j < i) into dx. */
+void maf_channel_backward(const FlowWeights *fw, FlowWeights *gw, int c, int K, int E, int H2,
+                          int D, const float *G, const double *x, int i, const float *dout,
+                          float *dG, double *dx);
+
+/* R = -LSE_k l_k(z): accumulate g * dR/dmu, g * dR/dlogsig into the
+ * codebook gradients and return g * dR/dz into dz [d]. */
+void codebook_R_backward(const float *mu, const float *logsig, int V, int d, const float *z,
+                         double g, float *dmu, float *dlogsig, double *dz);
+#endif

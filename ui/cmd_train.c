@@ -1,0 +1,159 @@
+/* cmd_train.c: tflm train: train a model (progressive, joint or ar) from a
+ * training config, with progress lines on stderr and in OUT.log, atomic
+ * checkpoints (OUT.ckpt), exact resume, and Ctrl-C/SIGTERM saving a
+ * checkpoint before stopping. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "cli.h"
+
+static const char train_usage[] =
+    "Usage: tflm train --config FILE.json --data TRAIN [--data MORE...] [--valid VALID]\n"
+    "                  -o OUT [--resume CKPT] [--threads N] [--seed S] [--time-limit MIN]\n"
+    "\n"
+    "Train a TarFlowLM (or ar) model on UTF-8 text. FILE.json holds the model (\"model\": a\n"
+    "tflm.config object, or \"init\": a model file) and the training settings (schedule\n"
+    "progressive|joint, steps or stage_steps, batch, lr, warmup, final_lr_frac, beta1,\n"
+    "beta2, adam_eps, weight_decay, clip, pad_frac, seed, valid_every, valid_chars,\n"
+    "log_every, checkpoint_every, checkpoint_every_s, sigma_floor); see tflm(1).\n"
+    "\n"
+    "A checkpoint OUT.ckpt is written atomically every few minutes, on Ctrl-C or SIGTERM,\n"
+    "at the time limit and at the end; --resume OUT.ckpt continues exactly (bit for bit\n"
+    "with the same --threads). Progress goes to stderr and is appended to OUT.log.\n"
+    "\n"
+    "Options:\n"
+    "      --config FILE   training config (not needed with --resume)\n"
+    "      --data FILE     training text (repeatable)\n"
+    "      --valid FILE    validation text (bits per character every valid_every steps)\n"
+    "  -o, --output OUT    the final model file\n"
+    "      --resume CKPT   continue a checkpoint\n"
+    "      --threads N     worker threads (default 1, or $TFLM_THREADS)\n"
+    "      --seed S        override the config's seed\n"
+    "      --time-limit MIN  stop with a checkpoint after MIN minutes\n"
+    "  -q, --quiet         no progress on stderr (the log file still gets it)\n"
+    "  -h, --help          show this help\n"
+    "\n";
+
+static volatile int stop_flag;
+static FILE *logf_;
+static int quiet;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void on_log(void *user, tflm_log_level lv, const char *msg) {
+    (void)user;
+    char ts[32];
+    time_t now = time(NULL);
+    strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", localtime(&now));
+    if (logf_) {
+        fprintf(logf_, "%s %s\n", ts, msg);
+        fflush(logf_);
+    }
+    if (!quiet && lv >= TFLM_LOG_INFO) {
+        fprintf(stderr, "tflm: train: %s\n", msg);
+        fflush(stderr);
+    }
+}
+
+int cmd_train(int argc, char **argv) {
+    enum { O_DATA = 1000, O_VALID, O_RESUME, O_TIME };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"data", required_argument, NULL, O_DATA},
+        {"valid", required_argument, NULL, O_VALID},
+        {"output", required_argument, NULL, 'o'},
+        {"resume", required_argument, NULL, O_RESUME},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"time-limit", required_argument, NULL, O_TIME},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}
+    };
+    const char *config = NULL, *out = NULL, *valid = NULL, *resume = NULL;
+    const char *data[64];
+    int ndata = 0, threads = 0;
+    double minutes = 0;
+    tflm_train_opts o;
+    tflm_train_opts_default(&o);
+    const char *envt = getenv("TFLM_THREADS");
+    if (envt && *envt && cli_parse_int(envt, 1, 256, &threads))
+        return cli_usage_error("train", "TFLM_THREADS: '%s' is not a thread count 1..256", envt);
+    int opt;
+    opterr = 0;
+    quiet = 0;
+    while ((opt = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_CONFIG: config = optarg; break;
+        case O_DATA:
+            if (ndata == 64) return cli_usage_error("train", "too many --data files (64 at most)");
+            data[ndata++] = optarg;
+            break;
+        case O_VALID: valid = optarg; break;
+        case 'o': out = optarg; break;
+        case O_RESUME: resume = optarg; break;
+        case OPT_THREADS:
+            if (cli_parse_int(optarg, 1, 256, &threads))
+                return cli_usage_error("train", "--threads: '%s' is not a thread count 1..256", optarg);
+            break;
+        case OPT_SEED:
+            if (cli_parse_u64(optarg, &o.seed))
+                return cli_usage_error("train", "--seed: '%s' is not a non-negative integer", optarg);
+            o.has_seed = 1;
+            break;
+        case O_TIME:
+            if (cli_parse_double(optarg, 0.01, 1e7, &minutes))
+                return cli_usage_error("train", "--time-limit: '%s' is not a number of minutes", optarg);
+            break;
+        case 'q': quiet = 1; break;
+        case 'h':
+            fputs(train_usage, stdout);
+            fputs(cli_exit_help, stdout);
+            return EXIT_OK;
+        default:
+            return cli_getopt_error("train", opt, argv);
+        }
+    }
+    if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!out) return cli_usage_error("train", "-o OUT is required");
+    if (!ndata) return cli_usage_error("train", "--data TRAIN is required");
+    if (!config && !resume) return cli_usage_error("train", "--config FILE.json (or --resume CKPT) is required");
+    if (config && resume) return cli_usage_error("train", "--resume takes its settings from the checkpoint; drop --config");
+    char *json = NULL;
+    size_t len;
+    if (config) {
+        int rc = cli_read_file(config, &json, &len);
+        if (rc != EXIT_OK) return rc;
+    }
+    char logpath[4096];
+    snprintf(logpath, sizeof logpath, "%s.log", out);
+    logf_ = fopen(logpath, "a");
+    if (!logf_) cli_msg("warning: cannot open the log file %s; logging to stderr only", logpath);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.threads = threads > 0 ? threads : 1;
+    o.time_limit_s = minutes * 60;
+    o.stop = &stop_flag;
+    o.log = on_log;
+    int finished = 0;
+    tflm_status st = tflm_train(json, data, ndata, valid, out, resume, &o, &finished);
+    free(json);
+    if (logf_) {
+        if (st != TFLM_OK) fprintf(logf_, "error: %s\n", tflm_last_error());
+        fclose(logf_);
+        logf_ = NULL;
+    }
+    if (st == TFLM_ECANCELLED) {
+        cli_msg("train: %s", tflm_last_error());
+        return EXIT_INTERRUPTED;
+    }
+    if (st != TFLM_OK) return cli_fail(st, "train");
+    return EXIT_OK;
+}
