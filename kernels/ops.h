@@ -23,7 +23,41 @@ typedef struct Ops {
      * scratch: at least (start+n) floats per thread. */
     void (*attention)(float *out, const float *q, const float *kc, const float *vc,
                       int start, int n, int D, int H, float *scratch);
+
+    /* ---- training: forward ops that save what backward needs, and the
+     * backward ops. Every backward op OVERWRITES the input gradient (din,
+     * dqkv) and ACCUMULATES (+=) into weight gradients (dW, db, dw). */
+
+    /* dW[out, in] += dout[n, out]^T @ in[n, in]; db[out] += column sums of
+     * dout (db may be NULL); din[n, in] = dout @ W (din may be NULL). */
+    void (*matmul_backward)(float *din, float *dW, float *db, const float *dout,
+                            const float *in, const float *W, int n, int in_dim, int out_dim);
+    /* layernorm, also saving each row's mean mu[n] and 1/sqrt(var + eps) rstd[n];
+     * out equals layernorm's out bit for bit */
+    void (*layernorm_train)(float *out, float *mu, float *rstd, const float *in, const float *w,
+                            const float *b, int n, int D, float eps);
+    /* din[n, D] = dL/din given dout = dL/dout; dw[D] += dL/dw, db[D] += dL/db
+     * (mu, rstd from layernorm_train) */
+    void (*layernorm_backward)(float *din, float *dw, float *db, const float *dout,
+                               const float *in, const float *mu, const float *rstd,
+                               const float *w, int n, int D);
+    /* din[i] = dout[i] * gelu'(in[i]), i < n; din == dout is fine */
+    void (*gelu_backward)(float *din, const float *dout, const float *in, int n);
+    /* causal attention of nb independent windows of n steps (no cache).
+     * qkv[nb*n, 3D]: row r holds [q | k | v] (the layout of attn.qkv's output);
+     * out[nb*n, D] as attention's; probs[nb, H, n, n] the softmax rows
+     * (masked entries 0). n <= ATT_TRAIN_MAX_N. */
+    void (*attention_train)(float *out, float *probs, const float *qkv, int nb, int n, int D,
+                            int H);
+    /* dqkv[nb*n, 3D] = dL/dqkv given dout[nb*n, D] = dL/dout, probs from
+     * attention_train. dqkv must not alias the inputs. */
+    void (*attention_backward)(float *dqkv, const float *dout, const float *probs,
+                               const float *qkv, int nb, int n, int D, int H);
 } Ops;
+
+/* Longest training window attention_train/_backward accept (one row of
+ * scores must fit the BLAS backend's 64 KiB score tile). */
+#define ATT_TRAIN_MAX_N 16384
 
 extern const Ops ops_cpu_ref;   /* naive C loops: the reference */
 extern const Ops ops_cpu_blas;  /* OpenBLAS sgemm for matmul (== ref without BLAS) */
