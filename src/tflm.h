@@ -246,6 +246,19 @@ void tflm_edit_params_default(tflm_edit_params *p);
 tflm_status tflm_edit(tflm_ctx *ctx, const char *text, const tflm_edit_params *p,
                       tflm_trace **before, tflm_trace **after);
 
+/* ---- inspecting a trace (src/inspect.c) ---------------------------------- */
+
+/* The latent of token t (0..n_tok-1) of a trace at a layer (0..L), with the
+ * channel mixes undone (DESIGN §2.4): latent_dim floats written to z. This
+ * is what the decoder reads to show that layer as text. */
+tflm_status tflm_trace_latent(const tflm_ctx *ctx, const tflm_trace *tr, int layer, int t,
+                              float *z);
+/* The decoder's k most probable tokens for a latent z (latent_dim floats):
+ * ids[k] and their probabilities p(x | z) in decreasing order (k is capped
+ * at the vocabulary size). These two read only the model's weights, so they
+ * may be called while another thread runs a generation on the same ctx. */
+tflm_status tflm_decode_topk(const tflm_ctx *ctx, const float *z, int k, int *ids, float *probs);
+
 #ifdef __cplusplus
 }
 #endif

@@ -101,8 +101,9 @@ ok $? "help documents the exit codes"
 rc 64 "no subcommand is a usage error" "$TFLM"
 rc 64 "unknown subcommand" "$TFLM" frobnicate
 rc 64 "unknown option" "$TFLM" info --frobnicate
-rc 69 "ui is unavailable" "$TFLM" ui
-rc 69 "demo is unavailable" "$TFLM" demo
+# the app needs a terminal; here stdin/stdout are not one (tests/test_app.sh drives it in tmux)
+rc 64 "ui refuses to run without a terminal" "$TFLM" ui </dev/null
+rc 64 "demo refuses to run without a terminal" "$TFLM" demo </dev/null
 
 # ---- init -------------------------------------------------------------------------
 rc 0 "init" "$TFLM" init --config "$TMP/tiny.json" -o "$M" --seed 1

@@ -36,6 +36,8 @@ int cmd_encode(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_layers(int argc, char **argv);
 int cmd_edit(int argc, char **argv);
+int cmd_ui(int argc, char **argv);     /* ui/cmd_ui.c: the app */
+int cmd_demo(int argc, char **argv);
 
 /* ---- messages ------------------------------------------------------------- */
 /* "tflm: <fmt>" and a newline on stderr. */

@@ -4,12 +4,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "cli.h"
 #include "config.h"
 #ifdef HAVE_BLAS
 #include <cblas.h>
 #include <strings.h>
-#include <unistd.h>
 #endif
 
 /* OpenBLAS 0.3.21 (Debian 12) does not recognise recent Intel CPUs and falls
@@ -38,13 +38,6 @@ typedef struct {
     const char *what;
 } command;
 
-static int cmd_unavailable(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    cli_msg("the interactive app is not built yet in this version");
-    return EXIT_UNAVAILABLE;
-}
-
 static const command commands[] = {
     {"generate", cmd_generate, "continue a text (or start one) from the model"},
     {"layers", cmd_layers, "the same generation, one decoded line per layer"},
@@ -53,8 +46,8 @@ static const command commands[] = {
     {"encode", cmd_encode, "every layer's state of a text, as JSON"},
     {"info", cmd_info, "configuration, vocabulary and training record"},
     {"init", cmd_init, "write a randomly initialised model"},
-    {"ui", cmd_unavailable, "the interactive app (not built yet)"},
-    {"demo", cmd_unavailable, "the app's guided demo (not built yet)"},
+    {"ui", cmd_ui, "the interactive app (also 'tflm' alone on a terminal)"},
+    {"demo", cmd_demo, "a guided tour of the app, for teaching"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -84,6 +77,10 @@ int main(int argc, char **argv) {
     blas_core_fix(argv);
     cli_install_sigint();
     if (argc < 2) {
+        if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {   /* the app */
+            char *sub[] = {"ui", NULL};
+            return cmd_ui(1, sub);
+        }
         usage(stderr);
         return EXIT_USAGE;
     }
