@@ -10,3 +10,6 @@ fi
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}"
 echo "== generation: flow (4 flows) vs ar, same width and depth, one core"
 "$b/bench_gen" 1 256
+echo
+echo "== training: ~2 M-parameter flow vs ar, 2 threads"
+"$b/bench_train" 2 8

@@ -127,6 +127,7 @@ typedef struct {
     const Ops *ops;
     int nth;
     TW tw[MAX_THREADS];
+    const int *fixed;                 /* tests: windows given, [batch, T] */
     int *corpus;                      /* training tokens */
     long ncorpus;
     int *valid;
@@ -225,6 +226,10 @@ static tflm_status tw_init(TW *w, const Model *m, int nb) {
  * followed by text from a line start (DESIGN §3). */
 static void sample_window(const Trainer *t, long g, int b, int *tok) {
     int T = t->m.cfg.T;
+    if (t->fixed) {
+        memcpy(tok, t->fixed + (size_t)b * T, T * sizeof(int));
+        return;
+    }
     long n = t->ncorpus;
     uint64_t k = rng_key(t->tc.seed, RNG_TRAIN, (uint64_t)g, (uint64_t)b, 0);
     int pad = rng_uniform(k) < t->tc.pad_frac;
@@ -893,8 +898,8 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         t->m.cfg.is_ar ? "ar" : t->tc.joint ? "jointly" : "progressively", total, t->tc.batch, t->m.cfg.T,
         t->nth, t->m.params.total);
     while (t->step < total) {
-        int stage;
-        long sstep, slen;
+        int stage = 0;
+        long sstep = 0, slen = 1;
         stage_of(&t->tc, t->step, &stage, &sstep, &slen);
         if (stage != cur_stage) {
             set_mask(t, stage);
@@ -937,8 +942,15 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         }
         double gn = optimize(t, sstep, slen);
         if (!isfinite(gn)) {
-            st = tflm__err(TFLM_ENUMERIC, "train: the gradient norm became %g at step %ld; stopped, the last "
-                           "checkpoint (%s) is kept", gn, t->step, ckpt);
+            const char *bad = "?";
+            size_t off = 0;
+            for (int i = 0; i < t->m.params.n && *bad == '?'; i++) {
+                for (size_t j = 0; j < t->m.params.p[i].numel; j++)
+                    if (!isfinite(t->tw[0].gbuf[off + j])) { bad = t->m.params.p[i].name; break; }
+                off += t->m.params.p[i].numel;
+            }
+            st = tflm__err(TFLM_ENUMERIC, "train: the gradient of %s became %g at step %ld; stopped, the last "
+                           "checkpoint (%s) is kept", bad, gn, t->step, ckpt);
             goto done;
         }
         t->step++;
@@ -951,9 +963,10 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         if (do_valid) t->last_valid = valid_bpc(t);
         if (t->step % t->tc.log_every == 0 || do_valid || t->step == total) {
             double eta = (total - t->step) * step_time;
-            say(t, TFLM_LOG_INFO, "stage %d/%d step %ld/%ld  %.0f tok/s  train %.4f bpc%s%.4f  |g| %.2f  lr %.2e  ETA %dh%02dm",
-                stage + 1, t->tc.nstages, t->step, total, ntok / dt, t->ema,
-                t->last_valid > 0 ? "  valid " : "  valid -", t->last_valid > 0 ? t->last_valid : 0.0, gn,
+            char vb[32] = "-";
+            if (t->last_valid > 0) snprintf(vb, sizeof vb, "%.4f", t->last_valid);
+            say(t, TFLM_LOG_INFO, "stage %d/%d step %ld/%ld  %.0f tok/s  train %.4f bpc  valid %s  |g| %.2f  lr %.2e  ETA %dh%02dm",
+                stage + 1, t->tc.nstages, t->step, total, ntok / dt, t->ema, vb, gn,
                 lr_at(&t->tc, sstep, slen), (int)(eta / 3600), (int)fmod(eta / 60, 60));
         }
         double el = t->elapsed + (now_s() - sitting0);
@@ -978,13 +991,59 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         double el = t->elapsed + (now_s() - sitting0);
         if (t->valid) t->last_valid = valid_bpc(t);
         if ((st = save(t, out_path, 0, el)) != TFLM_OK) goto done;
-        say(t, TFLM_LOG_INFO, "done: %ld steps, %.0f tokens, %.1f min; valid %.4f bpc; wrote %s", t->step, t->tokens,
-            el / 60, t->last_valid, out_path);
+        char vb[48] = "";
+        if (t->valid) snprintf(vb, sizeof vb, "; valid %.4f bpc", t->last_valid);
+        say(t, TFLM_LOG_INFO, "done: %ld steps, %.0f tokens, %.1f min%s; wrote %s", t->step, t->tokens,
+            el / 60, vb, out_path);
         if (finished) *finished = 1;
     }
     (void)steps_this_sitting;
 done:
     trainer_free(t);
+    free(t);
+    return st;
+}
+
+/* ---- for tests: the loss and gradient of given windows ------------------------------ */
+tflm_status train_eval(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
+                       int threads, double *loss, float *grad) {
+    Trainer *t = calloc(1, sizeof *t);
+    if (!t) return tflm__err(TFLM_ENOMEM, "train_eval: out of memory");
+    t->m = *m;
+    t->tc.joint = joint;
+    t->tc.nstages = 1;
+    t->tc.batch = nb;
+    t->tc.seed = seed;
+    t->fixed = tok;
+    t->ops = ops_get(1);
+    t->nth = threads < 1 ? 1 : threads > nb ? nb : threads;
+    tflm_status st = TFLM_OK;
+    for (int th = 0; th < t->nth && st == TFLM_OK; th++) {
+        int n = (nb * (th + 1)) / t->nth - (nb * th) / t->nth;
+        st = tw_init(&t->tw[th], &t->m, n);
+    }
+    long ntok = 0;
+    for (int i = 0; i < nb * m->cfg.T; i++) ntok += tok[i] != 0;
+    double inv = ntok ? 1.0 / ntok : 0;
+    for (int th = 0; th < t->nth && st == TFLM_OK; th++)
+        st = share_step(t, &t->tw[th], 0, (nb * th) / t->nth, t->tw[th].nb, inv, stage);
+    if (st == TFLM_OK) {
+        double ll = 0;
+        int top = joint ? m->cfg.L : stage + 1;
+        for (int th = 0; th < t->nth; th++) {
+            TW *w = &t->tw[th];
+            if (m->cfg.is_ar) { ll += w->arll; continue; }
+            ll += w->R;
+            for (int l = 1; l <= top; l++) ll += w->lp[l - 1] - (l < top ? w->ln[l - 1] : 0);
+        }
+        *loss = -ll * inv;
+        if (grad) {
+            memset(grad, 0, m->params.total * sizeof(float));
+            for (int th = 0; th < t->nth; th++)
+                for (size_t j = 0; j < m->params.total; j++) grad[j] += t->tw[th].gbuf[j];
+        }
+    }
+    for (int i = 0; i < MAX_THREADS; i++) tw_free(&t->tw[i]);
     free(t);
     return st;
 }

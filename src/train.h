@@ -71,4 +71,11 @@ void maf_channel_backward(const FlowWeights *fw, FlowWeights *gw, int c, int K, 
  * codebook gradients and return g * dR/dz into dz [d]. */
 void codebook_R_backward(const float *mu, const float *logsig, int V, int d, const float *z,
                          double g, float *dmu, float *dlogsig, double *dz);
+
+/* ---- the trainer (src/train.c) -------------------------------------------- */
+/* Tests: loss (nats per real token) of nb given windows tok [nb, T] for the
+ * objective of progressive `stage` (0-based) or joint, with keyed eps of
+ * `seed`, and its gradient in params-table order into grad (may be NULL). */
+tflm_status train_eval(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
+                       int threads, double *loss, float *grad);
 #endif

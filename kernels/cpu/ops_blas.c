@@ -147,7 +147,8 @@ static void par_layernorm_backward(float *din, float *dw, float *db, const float
 }
 
 /* gelu'(x) with e = e^-2u, sg = 1 / (1 + e) = 0.5 (1 + tanh u), 1 - sg = e sg:
- * sg (1 + x sqrt(2/pi) (1 + 3 0.044715 x^2) 2 e sg), with no cancellation */
+ * sg (1 + x sqrt(2/pi) (1 + 3 0.044715 x^2) 2 e sg), with no cancellation.
+ * Finite for every finite x (a NaN here once stopped a training run). */
 static void par_gelu_backward(float *din, const float *dout, const float *in, int n) {
     const int E = 4096;                     /* elements per chunk */
     const float s = 0.7978845608028654f;
@@ -159,8 +160,9 @@ static void par_gelu_backward(float *din, const float *dout, const float *in, in
         for (int i = c * E; i < e1; i++) {
             float x = in[i];
             float e = exp_approx(-2.0f * s * (x + 0.044715f * x * x * x));
-            float sg = 1.0f / (1.0f + e);
-            float dg = sg * (1.0f + x * s * (1.0f + 0.134145f * x * x) * 2.0f * e * sg);
+            float sg = 1.0f / (1.0f + e), es = e * sg;   /* es = 1 - sg, in [0, 1] */
+            /* es first: x (1 + ...) e alone overflows float for x < -15 */
+            float dg = sg * (1.0f + x * s * (1.0f + 0.134145f * x * x) * 2.0f * es);
             din[i] = dout[i] * dg;
         }
     }
