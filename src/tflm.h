@@ -259,6 +259,32 @@ tflm_status tflm_trace_latent(const tflm_ctx *ctx, const tflm_trace *tr, int lay
  * may be called while another thread runs a generation on the same ctx. */
 tflm_status tflm_decode_topk(const tflm_ctx *ctx, const float *z, int k, int *ids, float *probs);
 
+/* ---- training (issue 3; DESIGN §2-§4) -------------------------------------------- */
+
+typedef struct {
+    int threads;            /* worker threads (default 1); a resumed run is bit-identical to an
+                               uninterrupted one when it uses the same thread count */
+    int has_seed;           /* 1: seed overrides the training config's seed */
+    uint64_t seed;
+    double time_limit_s;    /* > 0: stop (with a checkpoint) after this many seconds */
+    volatile int *stop;     /* set non-zero (e.g. from a signal handler) to stop after the
+                               current step, writing a checkpoint */
+    void (*log)(void *user, tflm_log_level level, const char *msg); /* progress lines */
+    void *user;
+} tflm_train_opts;
+void tflm_train_opts_default(tflm_train_opts *o);
+
+/* Train a model. config_json is a training config (see tflm(1), "TRAINING
+ * CONFIG"): a "model" (tflm.config object) or "init" (model file) plus the
+ * schedule and optimizer settings; NULL when resuming. train_files: UTF-8
+ * text files; valid_file may be NULL. Checkpoints are written atomically to
+ * out_path + ".ckpt" every few minutes, on stop and at the end; resume_path
+ * continues a checkpoint exactly. *finished (may be NULL) is 1 when every
+ * step ran and out_path was written, 0 when a time limit stopped it first. */
+tflm_status tflm_train(const char *config_json, const char *const *train_files, int n_train,
+                       const char *valid_file, const char *out_path, const char *resume_path,
+                       const tflm_train_opts *o, int *finished);
+
 #ifdef __cplusplus
 }
 #endif

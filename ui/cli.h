@@ -38,6 +38,7 @@ int cmd_layers(int argc, char **argv);
 int cmd_edit(int argc, char **argv);
 int cmd_ui(int argc, char **argv);     /* ui/cmd_ui.c: the app */
 int cmd_demo(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 /* ---- messages ------------------------------------------------------------- */
 /* "tflm: <fmt>" and a newline on stderr. */

@@ -42,6 +42,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "continue a text (or start one) from the model"},
     {"layers", cmd_layers, "the same generation, one decoded line per layer"},
     {"edit", cmd_edit, "change a text's state at one layer and re-invert"},
+    {"train", cmd_train, "train a model on text (progressive, joint or ar)"},
     {"score", cmd_score, "bits per character of files (ELBO)"},
     {"encode", cmd_encode, "every layer's state of a text, as JSON"},
     {"info", cmd_info, "configuration, vocabulary and training record"},
