@@ -177,6 +177,10 @@ static tflm_status flow_generate(tflm_ctx *ctx, const int *ctx_ids, int n_ctx,
         }
         pos += bl;
         made += bl;
+        if (p->on_block && p->on_block(p->user, tr, (base + pos) * P < tr->n_tok ? (base + pos) * P : tr->n_tok)) {
+            st = tflm__err(TFLM_ECANCELLED, "generate: cancelled");
+            goto done;
+        }
         if (ctx->p.progress && ctx->p.progress(ctx->p.user, "generate", (double)made / new_pos)) {
             st = tflm__err(TFLM_ECANCELLED, "generate: cancelled");
             goto done;
@@ -254,6 +258,10 @@ static tflm_status ar_generate(tflm_ctx *ctx, const int *ctx_ids, int n_ctx,
         win[len++] = k;
         if ((st = ar_steps(&w, ctx->ops, win, len, len + 1)) != TFLM_OK) goto done;
         cur = w.HO;
+        if (p->on_block && (i & 15) == 15 && p->on_block(p->user, tr, t + 1)) {
+            st = tflm__err(TFLM_ECANCELLED, "generate: cancelled");
+            goto done;
+        }
         if (ctx->p.progress && (i & 15) == 15 &&
             ctx->p.progress(ctx->p.user, "generate", (double)(i + 1) / p->n_new)) {
             st = tflm__err(TFLM_ECANCELLED, "generate: cancelled");

@@ -212,6 +212,12 @@ typedef struct {
     tflm_decode decode;  /* default argmax */
     double temp;         /* decoder temperature when sampling; default 1.0 */
     int n_new;           /* new tokens; default 128 */
+    /* optional: called after each generated block with the trace so far
+     * (tokens [0, n_ready) and their states are final; the arrays are sized
+     * for the whole generation). Return non-zero to cancel. The trace stays
+     * owned by the library during the call. */
+    int (*on_block)(void *user, const tflm_trace *partial, int n_ready);
+    void *user;
 } tflm_gen_params;
 void tflm_gen_params_default(tflm_gen_params *p);
 
@@ -284,6 +290,25 @@ void tflm_train_opts_default(tflm_train_opts *o);
 tflm_status tflm_train(const char *config_json, const char *const *train_files, int n_train,
                        const char *valid_file, const char *out_path, const char *resume_path,
                        const tflm_train_opts *o, int *finished);
+
+/* ---- refinement profile (issue 7) ----------------------------------------------------- */
+
+/* How the text takes shape over the layers: for each state h^(l) (index l,
+ * 0 = text, L = noise), the fraction of tokens whose decoded token equals
+ * the reference, and the mean decoder probability of the decoded tokens. */
+typedef struct {
+    int n_flows;                          /* L */
+    int n_tokens;                         /* tokens counted */
+    double agree[TFLM_MAX_FLOWS + 1];     /* [l], l = 0..L */
+    double conf[TFLM_MAX_FLOWS + 1];      /* [l] */
+} tflm_profile;
+
+/* Profile of tokens [from, n_tok) of a trace, pads excluded. ref (may be
+ * NULL) gives the reference ids for the whole trace (tr->n_tok entries);
+ * NULL means the trace's own final text (tr->tokens): for a generation,
+ * agreement with the final text; for an encoded text (tflm_encode_ids, whose
+ * tokens are the input), agreement with the input. */
+tflm_status tflm_trace_profile(const tflm_trace *tr, const int *ref, int from, tflm_profile *out);
 
 #ifdef __cplusplus
 }
