@@ -39,6 +39,7 @@ int cmd_edit(int argc, char **argv);
 int cmd_ui(int argc, char **argv);     /* ui/cmd_ui.c: the app */
 int cmd_demo(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_quality(int argc, char **argv);   /* ui/cmd_quality.c */
 
 /* ---- messages ------------------------------------------------------------- */
 /* "tflm: <fmt>" and a newline on stderr. */

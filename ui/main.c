@@ -44,6 +44,7 @@ static const command commands[] = {
     {"edit", cmd_edit, "change a text's state at one layer and re-invert"},
     {"train", cmd_train, "train a model on text (progressive, joint or ar)"},
     {"score", cmd_score, "bits per character of files (ELBO)"},
+    {"quality", cmd_quality, "generative perplexity of samples, scored by a judge"},
     {"encode", cmd_encode, "every layer's state of a text, as JSON"},
     {"info", cmd_info, "configuration, vocabulary and training record"},
     {"init", cmd_init, "write a randomly initialised model"},
