@@ -3,7 +3,9 @@
 # detached tmux server with its own socket: start, type a context, generate,
 # rerun the same seed (same screen text), open every screen, step the replay,
 # apply an edit and undo it, resize to 40x10 and back, save a session and
-# reload it (same text), Ctrl-C does not quit, quit asks about unsaved edits.
+# reload it (same text), Ctrl-C does not quit, quit asks about unsaved edits;
+# the refinement profile on Layers and Replay; a generation's text appearing
+# block by block (slowed down with :set block-delay) and Ctrl-C cancelling it.
 # Every step polls capture-pane until the expected text shows (with a
 # timeout), never a fixed sleep. TAP output; skips without tmux.
 
@@ -93,7 +95,7 @@ if ! "$TFLM" init --config "$SRC/tests/configs/tiny-mix1.json" --seed 7 -o "$TMP
     exit 0
 fi
 
-echo "1..24"
+echo "1..30"
 start -n 40
 wait_for "type a few words"
 ok $? "the app starts on the Generate screen with a compose line"
@@ -123,6 +125,9 @@ keys F3
 wait_for "top 5:"
 screen | grep -E "^h3 (>|<) " >/dev/null && screen | grep -E "^h0 " >/dev/null
 ok $? "F3 opens the Layers screen: rows h3..h0 and the inspector"
+screen | grep -F "agree conf" >/dev/null && screen | grep -E "^h0 .* 100% [01]\.[0-9]{2}$" >/dev/null &&
+    screen | grep -E "^h3 (>|<) .* [0-9]+% [01]\.[0-9]{2}$" >/dev/null
+ok $? "the Layers screen shows the refinement profile per row, 100% at h0"
 
 keys Up Up
 wait_for " h2 < (flow 2, mix1 flip)"
@@ -144,6 +149,8 @@ ok $? "the replay steps forward"
 keys d
 wait_for "Dissolve (forward pass)"
 ok $? "d switches to the dissolve"
+screen | grep -E "^h0 .* 100% [01]\.[0-9]{2}$" >/dev/null
+ok $? "the dissolve shows the profile of the rows it has completed"
 
 keys F6
 wait_for "op noise"
@@ -191,6 +198,38 @@ wait_for "loaded $TMP/s.json"
 body >"$TMP/after_load"
 cmp -s "$TMP/before_save" "$TMP/after_load"
 ok $? "loading the session shows the same text"
+
+# the text appears block by block: slow the blocks down to see it happen
+keys ":set block-delay 150" Enter
+wait_for "block-delay = 150"
+keys M-n
+wait_for "of 40 new characters"
+ok $? "a running generation reports its blocks on the Generate screen"
+got=1
+i=0
+while [ $i -lt 60 ]; do
+    screen >"$TMP/live"
+    m=$(sed -n 's/.*generating: \([0-9]*\) of 40 new characters.*/\1/p' "$TMP/live" | head -n 1)
+    if [ -n "$m" ] && [ "$m" -gt 0 ] && [ "$m" -lt 40 ]; then
+        got=0
+        break
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+ok $got "part of the new text is on the screen before the generation ends ($m of 40)"
+partial=$(sed -n 4p "$TMP/live")
+wait_for "generated 40 characters with seed"
+final=$(screen | sed -n 4p)
+[ -n "$partial" ] && [ "${final#"$partial"}" != "$final" ]
+r=$?
+[ $r -eq 0 ] || echo "# partial: '$partial'  final: '$final'"
+ok $r "the text shown while generating is the start of the final text"
+keys M-n
+wait_for "of 40 new characters"
+keys C-c
+wait_for "generate: cancelled"
+ok $? "Ctrl-C cancels a running generation"
 keys C-d
 wait_for "EXIT=0"
 

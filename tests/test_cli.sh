@@ -304,6 +304,71 @@ grep -v ms_per_layer "$TMP/gen.json" | cmp -s - "$TMP/l.json"
 ok $? "layers --json is generate --json"
 rc 64 "generate --with-context is layers only" "$TFLM" generate -m "$M" --with-context
 
+# ---- layers --profile (the refinement profile) ------------------------------------
+rc 0 "layers --profile" "$TFLM" layers -m "$M" -p "$CTX" -n 24 --seed 5 --profile
+cp "$TMP/out" "$TMP/prof.txt"
+[ "$(wc -l <"$TMP/prof.txt")" -eq $((L + 4)) ]
+ok $? "layers --profile: two header lines, L+1 layers, a token count"
+sed -n 3p "$TMP/prof.txt" | grep -Eq '^3 -> +[0-9]+\.[0-9]% +[01]\.[0-9]{3}$'
+ok $? "layers --profile: rows start at the noise layer: agreement %, confidence"
+sed -n "$((L + 3))p" "$TMP/prof.txt" | grep -Eq '^0 +100\.0% '
+ok $? "layers --profile: the text layer agrees 100% with the generation"
+rc 0 "layers --profile --json" "$TFLM" layers -m "$M" -p "$CTX" -n 24 --seed 5 --profile --json
+cp "$TMP/out" "$TMP/prof.json"
+js "$TMP/prof.json" "layers --profile --json: shape, layer 0 agrees, values in [0,1], matches the text" '
+assert sorted(j) == ["generation", "n_flows"], sorted(j)
+g = j["generation"]
+assert j["n_flows"] == 3 and g["seed"] == 5
+assert len(g["agree"]) == len(g["confidence"]) == 3 + 1
+assert g["agree"][0] == 1.0
+assert all(0 <= x <= 1 for x in g["agree"] + g["confidence"])
+assert 0 < g["tokens"] <= 24
+rows = open(sys.argv[1].replace("prof.json", "prof.txt")).read().split("\n")[2:6]
+for l, row in zip((3, 2, 1, 0), rows):
+    f = row.split()
+    assert f[-2] == "%.1f%%" % (100 * g["agree"][l]), (row, g["agree"][l])
+    assert abs(float(f[-1]) - g["confidence"][l]) <= 6e-4, (row, g["confidence"][l])'
+printf 'Hello, world!' >"$TMP/hello.txt"
+rc 0 "layers --text (one window)" "$TFLM" layers -m "$M" -n 8 --text "$TMP/hello.txt" --json
+cp "$TMP/out" "$TMP/prof1.json"
+"$TFLM" encode -m "$M" --mean --json "$TMP/hello.txt" >"$TMP/enc1.json" 2>/dev/null
+js "$TMP/prof1.json" "layers --text: the encoded profile is that of tflm encode --mean" '
+e = j["encoded"]
+assert e["tokens"] == 13 and e["windows"] == 1 and e["file"].endswith("hello.txt")
+enc = json.load(open(sys.argv[1].replace("prof1.json", "enc1.json")))
+text = "Hello, world!"
+checked = 0
+for l, d in enumerate(enc["decoded"]):
+    if len(d) == len(text):   # no character decoded to <pad>: positions line up
+        a = sum(x == y for x, y in zip(d, text)) / len(text)
+        assert abs(a - e["agree"][l]) < 1e-6, (l, a, e["agree"][l])
+        checked += 1
+assert checked > 0'
+rc 0 "layers --text (several windows)" "$TFLM" layers -m "$M" -p "$CTX" -n 24 --seed 5 --text "$TMP/a.txt"
+cp "$TMP/out" "$TMP/prof2.txt"
+head -n 1 "$TMP/prof2.txt" | grep -q 'generation.*encoded text'
+ok $? "layers --text: columns for the generation and the encoded text"
+tail -n 1 "$TMP/prof2.txt" | grep -Eq '^tokens +[0-9]+ +[0-9]+ in [0-9]+ windows$'
+ok $? "layers --text: token counts and windows"
+rc 0 "layers --text --json" "$TFLM" layers -m "$M" -p "$CTX" -n 24 --seed 5 --text "$TMP/a.txt" --json
+cp "$TMP/out" "$TMP/prof2.json"
+NA=$(wc -c <"$TMP/a.txt" | tr -d ' ')
+export NA
+js "$TMP/prof2.json" "layers --text --json: both profiles, windows of 16 tokens, values in [0,1]" '
+import os
+n = int(os.environ["NA"])
+g, e = j["generation"], j["encoded"]
+assert g == json.load(open(sys.argv[1].replace("prof2.json", "prof.json")))["generation"]
+assert len(e["agree"]) == len(e["confidence"]) == 3 + 1
+assert all(0 <= x <= 1 for x in e["agree"] + e["confidence"])
+assert e["tokens"] == n and e["windows"] == -(-n // 16), (e, n)'
+rc 0 "layers --profile with an ar model" "$TFLM" layers -m "$TMP/ar.safetensors" -p "$CTX" -n 8 --profile --text "$TMP/a.txt"
+rc 64 "generate --profile is layers only" "$TFLM" generate -m "$M" --profile
+rc 64 "layers --profile --with-context" "$TFLM" layers -m "$M" --profile --with-context
+rc 66 "layers --text with a missing file" "$TFLM" layers -m "$M" --text "$TMP/nonexistent.txt"
+: >"$TMP/empty.txt"
+rc 1 "layers --text with an empty file" "$TFLM" layers -m "$M" --text "$TMP/empty.txt"
+
 # ---- edit -------------------------------------------------------------------------
 TEXT="Hello, world!"
 rc 0 "edit" "$TFLM" edit -m "$M" --layer 2 --span 8:12 --op noise:0.5 --seed 3 "$TEXT"

@@ -311,6 +311,23 @@ double metric_value(app *a, const tflm_trace *tr, int metric, int l, int t, doub
     return v < 0 ? 0 : v > 1 ? 1 : v;
 }
 
+int app_profile(app *a, const tflm_trace *tr, int from, tflm_profile *p) {
+    (void)a;
+    if (!tr || tr->n_flows < 0 || tr->n_flows > TFLM_MAX_FLOWS) return 1;
+    if (from < tr->n_pad) from = tr->n_pad;
+    return tflm_trace_profile(tr, NULL, from, p) != TFLM_OK;
+}
+
+void app_draw_profile(app *a, int y, int x, const tflm_profile *p, int l) {
+    if (l < 0 || l > p->n_flows) return;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%4.0f%%", 100 * p->agree[l]);
+    /* the agreement on the heat ramp; the numbers read without colour */
+    app_put(y, x + 1, 5, buf, a->color ? app_attr_heat(a, p->agree[l]) : (int)A_BOLD);
+    snprintf(buf, sizeof buf, "%4.2f", p->conf[l]);
+    app_put(y, x + 7, 4, buf, 0);
+}
+
 /* ---- readline in the compose line ------------------------------------------------------ */
 
 static int rl_pending = -1;
@@ -869,7 +886,7 @@ int app_command(app *a, const char *line) {
         char *name = rest ? strtok_r(rest, " \t=", &save) : NULL;
         char *val = name ? strtok_r(NULL, " \t=", &save) : NULL;
         if (!name || !val) {
-            app_message(a, 1, ":set NAME VALUE (seed, prior-temp, decode, temp, n, colour)");
+            app_message(a, 1, ":set NAME VALUE (seed, prior-temp, decode, temp, n, confidence, block-delay)");
             return 1;
         }
         if (params_set(a, name, val, err, sizeof err)) {
@@ -1013,6 +1030,7 @@ int app_run(app_opts *o) {
         }
         a->big = 1;
     }
+    pthread_mutex_init(&a->live.mu, NULL);
     if (pipe(a->wake) != 0) {
         cli_msg("ui: pipe: %s", strerror(errno));
         tflm_free(a->ctx);
@@ -1089,6 +1107,10 @@ int app_run(app_opts *o) {
     free(a->docs);
     demo_free(a->demo);
     tflm_free(a->ctx);
+    free(a->live.tok);
+    free(a->live.prob);
+    free(a->live.prefix);
+    pthread_mutex_destroy(&a->live.mu);
     close(a->wake[0]);
     close(a->wake[1]);
     g_app = NULL;

@@ -47,6 +47,22 @@ typedef struct {
     double progress;       /* 0..1, written by the worker */
 } job;
 
+/* ---- the text of a running generation, block by block ---------------------- */
+/* The worker's on_block callback copies what the Generate screen needs from
+ * the partial trace under mu and wakes the event loop; the screen draws it
+ * (under mu) until the job is done. Never touched by curses in the worker. */
+typedef struct {
+    pthread_mutex_t mu;
+    int n;                 /* trace tokens [0, n) are final; 0: no block yet */
+    int n_pad, from;       /* leading pads; first new token */
+    int end;               /* tokens of the whole generation (pads, context, new) */
+    int blocks;            /* blocks made so far */
+    int cap;
+    int *tok;              /* [cap] token ids */
+    float *prob;           /* [cap] decoder probability at h^(0) */
+    char *prefix;          /* context that fell out of the window */
+} live_text;
+
 /* ---- screens --------------------------------------------------------------- */
 struct app;
 typedef struct {
@@ -102,6 +118,8 @@ typedef struct app {
     volatile int cancel;            /* Ctrl-C asked to stop it */
     int wake[2];                    /* pipe: the worker wrote when done/progressing */
     double job_t0;
+    live_text live;                 /* the running generation's text so far */
+    int block_delay_ms;             /* pause after each block (teaching; :set block-delay) */
 
     /* screens */
     int scr;
@@ -178,6 +196,12 @@ void bands_layout(app *a, const tflm_trace *tr, int t0, int t1, int width, bands
 /* heatmap metric of token t at layer l, in [0,1], and its raw value */
 double metric_value(app *a, const tflm_trace *tr, int metric, int l, int t, double *raw);
 const char *metric_name(int metric);
+/* the refinement profile (agreement with the final text and mean confidence
+ * per layer) of trace tokens [from, n_tok); 0 on success */
+int app_profile(app *a, const tflm_trace *tr, int from, tflm_profile *p);
+/* one layer's profile in PROFILE_W columns at y, x: "  42% 0.61" */
+#define PROFILE_W 11
+void app_draw_profile(app *a, int y, int x, const tflm_profile *p, int l);
 
 /* ---- app_doc.c: documents, jobs, sessions, exports ----------------------------- */
 void doc_free(doc *d);

@@ -84,10 +84,87 @@ static char *str_cat(const char *x, const char *y) {
     return s;
 }
 
-/* Run a document's recipe: fills prefix, tr, before, new_from/new_to, text. */
-int doc_run(app *a, doc *d, doc *prev, char *err, size_t errlen) {
-    (void)prev;
+/* ---- the text of a running generation (the worker's side) ------------------------- */
+
+typedef struct {
+    app *a;
+    const int *ids;        /* the whole context as tokenized */
+    int n;
+    int n_new;
+    int first;             /* no block seen yet */
+    int delay_ms;          /* pause after each block */
+    double slept_ms;       /* time spent in the block delay */
+} live_job;
+
+/* tflm_gen_params.on_block: runs in the worker thread inside tflm_generate.
+ * Copies the final tokens so far into a->live under its mutex, wakes the
+ * event loop through the self-pipe, and pauses if a block delay is set.
+ * Never calls curses. Non-zero cancels the generation. */
+static int on_block(void *user, const tflm_trace *tr, int n_ready) {
+    live_job *lj = user;
+    app *a = lj->a;
+    live_text *lv = &a->live;
+    char *prefix = NULL;
+    if (lj->first) {
+        int drop = lj->n - tr->n_ctx;
+        prefix = tflm_detokenize(a->ctx, lj->ids, drop > 0 ? drop : 0);
+    }
+    int end = tr->n_pad + tr->n_ctx + lj->n_new;   /* the last block may overshoot */
+    if (end > tr->n_tok) end = tr->n_tok;
+    if (n_ready > end) n_ready = end;
+    if (n_ready < 0) n_ready = 0;
+    pthread_mutex_lock(&lv->mu);
+    if (lj->first) {
+        free(lv->prefix);
+        lv->prefix = prefix;
+        lj->first = 0;
+    }
+    if (end > lv->cap) {
+        int *nt = realloc(lv->tok, end * sizeof *nt);
+        if (nt) lv->tok = nt;
+        float *np = realloc(lv->prob, end * sizeof *np);
+        if (np) lv->prob = np;
+        if (nt && np) lv->cap = end;
+    }
+    if (n_ready <= lv->cap) {
+        memcpy(lv->tok, tr->tokens, n_ready * sizeof *lv->tok);
+        memcpy(lv->prob, tr->prob, n_ready * sizeof *lv->prob);   /* layer 0 comes first */
+        lv->n = n_ready;
+        lv->n_pad = tr->n_pad;
+        lv->from = tr->n_pad + tr->n_ctx;
+        lv->end = end;
+        lv->blocks++;
+    }
+    pthread_mutex_unlock(&lv->mu);
+    if (write(a->wake[1], "b", 1) < 0) { /* full pipe: the loop is awake anyway */ }
+    int delay = lj->delay_ms;
+    if (delay > 0 && n_ready < end) {
+        double t0 = app_now();
+        while (!a->cancel && app_now() - t0 < delay) {
+            double left = delay - (app_now() - t0);
+            usleep((useconds_t)(1000 * (left < 20 ? left : 20)));
+        }
+        lj->slept_ms += app_now() - t0;
+    }
+    return a->cancel;
+}
+
+/* the Generate screen shows nothing of the last run's partial text */
+static void live_reset(app *a) {
+    pthread_mutex_lock(&a->live.mu);
+    a->live.n = 0;
+    a->live.end = 0;
+    a->live.blocks = 0;
+    free(a->live.prefix);
+    a->live.prefix = NULL;
+    pthread_mutex_unlock(&a->live.mu);
+}
+
+/* Run a document's recipe: fills prefix, tr, before, new_from/new_to, text.
+ * live: a generation reports its blocks to the Generate screen (worker). */
+static int doc_run_live(app *a, doc *d, int live, char *err, size_t errlen) {
     double t0 = app_now();
+    live_job lj = {a, NULL, 0, 0, 1, a->block_delay_ms, 0};
     tflm_status st;
     int *ids = NULL, n = 0;
     const char *ctxt = d->context ? d->context : "";
@@ -96,8 +173,23 @@ int doc_run(app *a, doc *d, doc *prev, char *err, size_t errlen) {
         if (st != TFLM_OK) goto fail;
     }
     if (d->kind == DOC_GEN) {
-        st = tflm_generate_ids(a->ctx, ids, n, &d->gp, &d->tr);
+        tflm_gen_params g = d->gp;   /* the recipe keeps no callback */
+        g.on_block = NULL;
+        g.user = NULL;
+        if (live) {
+            lj.ids = ids;
+            lj.n = n;
+            lj.n_new = g.n_new;
+            g.on_block = on_block;
+            g.user = &lj;
+        }
+        st = tflm_generate_ids(a->ctx, ids, n, &g, &d->tr);
         if (st != TFLM_OK) goto fail;
+        /* the block delay is for watching, not part of the model's speed */
+        if (lj.slept_ms > 0 && d->tr->n_flows > 0) {
+            d->tr->ms_per_layer -= lj.slept_ms / d->tr->n_flows;
+            if (d->tr->ms_per_layer < 0) d->tr->ms_per_layer = 0;
+        }
         int kept = d->tr->n_ctx;
         d->prefix = tflm_detokenize(a->ctx, ids, n - kept);
         d->new_from = d->tr->n_pad + d->tr->n_ctx;
@@ -125,13 +217,18 @@ int doc_run(app *a, doc *d, doc *prev, char *err, size_t errlen) {
     char *tail = tflm_trace_text(a->ctx, d->tr, 0, d->tr->n_pad);
     d->text = str_cat(d->prefix ? d->prefix : "", tail ? tail : "");
     free(tail);
-    d->wall_ms = app_now() - t0;
+    d->wall_ms = app_now() - t0 - lj.slept_ms;
     return d->text ? 0 : 1;
 fail:
     free(ids);
     if (st == TFLM_ECANCELLED) snprintf(err, errlen, "cancelled");
     else snprintf(err, errlen, "%s", tflm_last_error());
     return st == TFLM_ECANCELLED ? 2 : 1;
+}
+
+int doc_run(app *a, doc *d, doc *prev, char *err, size_t errlen) {
+    (void)prev;
+    return doc_run_live(a, d, 0, err, errlen);
 }
 
 /* ---- the worker thread ---------------------------------------------------------- */
@@ -154,7 +251,7 @@ static void *worker(void *p) {
         }
         wk_pending = 0;
         pthread_mutex_unlock(&wk_mu);
-        a->jb.st = doc_run(a, a->jb.d, NULL, a->jb.err, sizeof a->jb.err);
+        a->jb.st = doc_run_live(a, a->jb.d, a->jb.kind == JOB_GEN, a->jb.err, sizeof a->jb.err);
         if (write(a->wake[1], "d", 1) < 0) { /* the loop polls with a timeout while busy */ }
     }
 }
@@ -199,6 +296,7 @@ static int start_job(app *a, int kind, doc *d) {
     a->jb.st = 0;
     a->jb.err[0] = 0;
     a->jb.progress = 0;
+    live_reset(a);
     a->cancel = 0;
     a->busy = 1;
     a->msg[0] = 0;
@@ -278,6 +376,7 @@ void app_job_done(app *a) {
         doc_free(d);
     }
     a->cancel = 0;
+    live_reset(a);
 }
 
 /* ---- sessions ------------------------------------------------------------------------ */
@@ -472,6 +571,19 @@ static void json_trace(app *a, doc *d, FILE *f) {
         json_array_append_new(layers, o);
     }
     json_object_set_new(root, "layers", layers);
+    tflm_profile pf;
+    int from = d->kind == DOC_GEN ? d->new_from : tr->n_pad;
+    if (app_profile(a, tr, from, &pf) == 0) {
+        /* the refinement profile, arrays indexed by layer 0..L (as tflm layers --profile) */
+        json_t *ag = json_array(), *cf = json_array();
+        for (int l = 0; l <= pf.n_flows; l++) {
+            json_array_append_new(ag, json_real(pf.agree[l]));
+            json_array_append_new(cf, json_real(pf.conf[l]));
+        }
+        json_object_set_new(root, "profile", json_pack("{s:o, s:o, s:i, s:i}", "agree", ag,
+                                                       "confidence", cf, "tokens", pf.n_tokens,
+                                                       "from", from));
+    }
     json_dumpf(root, f, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
     fputc('\n', f);
     json_decref(root);

@@ -1,9 +1,13 @@
 /* screen_generate.c: the home screen. The current text, wrapped: the
  * context in one colour (dim without colour), the continuation in bold and,
  * when confidence colouring is on, coloured by the decoder's probability of
- * each character; the characters an edit changed are marked. The compose
- * line below it belongs to readline (ui/app.c). */
+ * each character; the characters an edit changed are marked. While a
+ * generation runs, its text appears block by block as the worker makes it,
+ * with a write head after it. The compose line below it belongs to readline
+ * (ui/app.c). */
 #include <curses.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "app.h"
@@ -66,9 +70,61 @@ static void draw_legend(app *a, int y) {
     }
 }
 
+/* text (UTF-8) as cells of one attribute; newlines break the row */
+static void add_text(cell **cs, int *n, int *cap, const char *s, int attr) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (p && *p) {
+        int k = 1;
+        if (*p >= 0x80) while (p[k] && (p[k] & 0xC0) == 0x80 && k < 4) k++;
+        char g[8];
+        memcpy(g, p, k);
+        g[k] = 0;
+        if (*p == '\n') add_cell(cs, n, cap, " ", attr, 1);
+        else add_cell(cs, n, cap, g, attr, 0);
+        p += k;
+    }
+}
+
+/* a token as a cell (<pad> adds nothing) */
+static void add_tok(app *a, cell **cs, int *n, int *cap, int id, int attr) {
+    if (id == 0) return;
+    const char *s = tflm_token_str(a->ctx, id);
+    if (s && s[0] == '\n') {
+        add_cell(cs, n, cap, " ", attr, 1);
+    } else {
+        char g[8];
+        app_tok_glyph(a, id, g);
+        add_cell(cs, n, cap, g, attr, 0);
+    }
+}
+
+/* The running generation, block by block, from what the worker copied
+ * (ui/app_doc.c, on_block): the context, the new text so far and the write
+ * head after it. Writes a line about the progress into info. */
+static void live_cells(app *a, cell **cs, int *n, int *cap, char *info, size_t len) {
+    live_text *lv = &a->live;
+    int cattr = app_attr_ctx(a);
+    pthread_mutex_lock(&lv->mu);
+    if (lv->n > 0) {
+        add_text(cs, n, cap, lv->prefix, cattr);
+        for (int t = lv->n_pad; t < lv->n; t++)
+            add_tok(a, cs, n, cap, lv->tok[t], t < lv->from ? cattr : app_attr_conf(a, lv->prob[t]));
+        int made = lv->n - lv->from, total = lv->end - lv->from;
+        snprintf(info, len, "generating: %d of %d new characters, block %d  (Ctrl-C cancels)",
+                 made > 0 ? made : 0, total, lv->blocks);
+    } else {
+        /* no block yet: the context as typed (the worker never writes it) */
+        add_text(cs, n, cap, a->jb.d && a->jb.d->context ? a->jb.d->context : "", cattr);
+        snprintf(info, len, "generating: the first block ...  (Ctrl-C cancels)");
+    }
+    pthread_mutex_unlock(&lv->mu);
+    add_cell(cs, n, cap, " ", A_REVERSE, 0);   /* the write head */
+}
+
 static void draw(app *a, int y0, int h) {
     doc *d = app_doc(a);
-    if (!d) {
+    int live = a->busy && a->jb.kind == JOB_GEN;
+    if (!d && !live) {
         draw_welcome(a, y0, h);
         return;
     }
@@ -78,40 +134,28 @@ static void draw(app *a, int y0, int h) {
     if (a->busy) h -= 1;
     cell *cs = NULL;
     int n = 0, cap = 0;
-    /* the prefix: context that fell out of the window */
+    char info[200] = "";
     int cattr = app_attr_ctx(a);
-    if (d->prefix) {
-        const unsigned char *p = (const unsigned char *)d->prefix;
-        while (*p) {
-            int k = 1;
-            if (*p >= 0x80) while (p[k] && (p[k] & 0xC0) == 0x80 && k < 4) k++;
-            char g[8];
-            memcpy(g, p, k);
-            g[k] = 0;
-            if (*p == '\n') add_cell(&cs, &n, &cap, " ", cattr, 1);
-            else add_cell(&cs, &n, &cap, g, cattr, 0);
-            p += k;
+    if (live) {
+        live_cells(a, &cs, &n, &cap, info, sizeof info);
+    } else {
+        /* the prefix: context that fell out of the window */
+        add_text(&cs, &n, &cap, d->prefix, cattr);
+        tflm_trace *tr = d->tr;
+        for (int t = tr->n_pad; t < tr->n_tok; t++) {
+            int id = tr->tokens[t];
+            int attr;
+            if (d->kind == DOC_GEN) {
+                attr = t < d->new_from ? cattr : app_attr_conf(a, tr->prob[t]);
+            } else {
+                int changed = d->before && t < d->before->n_tok && d->before->tokens[t] != id;
+                attr = changed ? app_attr_changed(a) : (t >= d->new_from && t < d->new_to) ? (int)A_BOLD : 0;
+            }
+            add_tok(a, &cs, &n, &cap, id, attr);
         }
-    }
-    tflm_trace *tr = d->tr;
-    for (int t = tr->n_pad; t < tr->n_tok; t++) {
-        int id = tr->tokens[t];
-        int attr;
-        if (d->kind == DOC_GEN) {
-            attr = t < d->new_from ? cattr : app_attr_conf(a, tr->prob[t]);
-        } else {
-            int changed = d->before && t < d->before->n_tok && d->before->tokens[t] != id;
-            attr = changed ? app_attr_changed(a) : (t >= d->new_from && t < d->new_to) ? (int)A_BOLD : 0;
-        }
-        const char *s = tflm_token_str(a->ctx, id);
-        if (id == 0) continue;
-        if (s && s[0] == '\n') {
-            add_cell(&cs, &n, &cap, " ", attr, 1);
-        } else {
-            char g[8];
-            app_tok_glyph(a, id, g);
-            add_cell(&cs, &n, &cap, g, attr, 0);
-        }
+        if (a->busy)
+            snprintf(info, sizeof info, "%s ... %d%%", a->jb.kind == JOB_EDIT ? "editing" : "generating",
+                     (int)(a->jb.progress * 100));
     }
     /* wrap into rows */
     int W = COLS - 2;
@@ -136,12 +180,7 @@ static void draw(app *a, int y0, int h) {
         if (++col >= W) { r++; col = 0; }
     }
     free(cs);
-    if (a->busy) {
-        char buf[200];
-        snprintf(buf, sizeof buf, "%s ... %d%%", a->jb.kind == JOB_EDIT ? "editing" : "generating",
-                 (int)(a->jb.progress * 100));
-        app_put(y0 + h, 1, COLS - 2, buf, A_DIM);
-    }
+    if (a->busy) app_put(y0 + h, 1, COLS - 2, info, A_DIM);
 }
 
 static int key(app *a, int ch) {
@@ -158,7 +197,9 @@ const screen screen_generate = {
     "continuation (bold), each character coloured by the decoder's confidence: "
     "the probability p(x | h0) of the character at the text layer. The model "
     "generates block by block: it draws Gaussian noise for a block of positions "
-    "and inverts every flow layer, noise to text, keeping the context fixed.",
+    "and inverts every flow layer, noise to text, keeping the context fixed; "
+    "the text appears here one block at a time as it is made (:set block-delay "
+    "MS slows it down to watch).",
     "Enter\tgenerate from the typed context (Enter alone: continue the text)\n"
     "Alt-Enter\tinsert a newline in the context\n"
     "Alt-n\tregenerate with a new seed\n"

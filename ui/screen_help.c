@@ -35,7 +35,8 @@ const char app_glossary[] =
     "log-det\thow much a flow stretches space at a position (in nats)\n"
     "seed\tkey of all the random draws: the same seed gives the same text\n"
     "prior temp.\tscale of the noise drawn at h^(L); lower is more conservative\n"
-    "block\tflip block: the positions generated together; the context is exact\n";
+    "block\tflip block: the positions generated together; the context is exact\n"
+    "profile\tper layer, the share of the text already read as the final text\n";
 
 static int help_lines(app *a, char lines[][200], int max) {
     int n = 0;
@@ -127,11 +128,12 @@ int help_key(app *a, int ch) {
 
 /* ---- parameters ----------------------------------------------------------------- */
 
-enum { PRM_SEED, PRM_PRIOR, PRM_DECODE, PRM_TEMP, PRM_N, PRM_CONF, PRM_COUNT };
-static const char *prm_names[PRM_COUNT] = {"seed", "prior-temp", "decode", "temp", "n", "confidence"};
+enum { PRM_SEED, PRM_PRIOR, PRM_DECODE, PRM_TEMP, PRM_N, PRM_CONF, PRM_DELAY, PRM_COUNT };
+static const char *prm_names[PRM_COUNT] = {"seed", "prior-temp", "decode", "temp", "n", "confidence",
+                                           "block-delay"};
 static const char *prm_labels[PRM_COUNT] = {"seed", "prior temperature", "decoding",
                                             "decoder temperature", "new characters",
-                                            "confidence colouring"};
+                                            "confidence colouring", "pause per block (ms)"};
 
 void params_draw(app *a) {
     int h = PRM_COUNT + 8, w = 64, y = 3, x = (COLS - w) / 2;
@@ -147,6 +149,7 @@ void params_draw(app *a) {
         case PRM_TEMP: snprintf(v, sizeof v, "%.2f", a->gp.temp); break;
         case PRM_N: snprintf(v, sizeof v, "%d", a->gp.n_new); break;
         case PRM_CONF: snprintf(v, sizeof v, "%s", a->conf_colour ? "on" : "off"); break;
+        case PRM_DELAY: snprintf(v, sizeof v, "%d", a->block_delay_ms); break;
         }
         char line[200];
         snprintf(line, sizeof line, "%-22s %-14s (:set %s)", prm_labels[i], v, prm_names[i]);
@@ -169,6 +172,11 @@ static void adjust(app *a, int i, int dir) {
     case PRM_TEMP: a->gp.temp += 0.05 * dir; if (a->gp.temp < 0.05) a->gp.temp = 0.05; break;
     case PRM_N: a->gp.n_new += 16 * dir; if (a->gp.n_new < 1) a->gp.n_new = 1; break;
     case PRM_CONF: a->conf_colour = !a->conf_colour; break;
+    case PRM_DELAY:
+        a->block_delay_ms += 50 * dir;
+        if (a->block_delay_ms < 0) a->block_delay_ms = 0;
+        if (a->block_delay_ms > 5000) a->block_delay_ms = 5000;
+        break;
     }
 }
 
@@ -215,6 +223,9 @@ int params_set(app *a, const char *name, const char *value, char *err, size_t er
         if (!strcmp(value, "on") || !strcmp(value, "1")) a->conf_colour = 1;
         else if (!strcmp(value, "off") || !strcmp(value, "0")) a->conf_colour = 0;
         else goto bad;
+    } else if (!strcmp(name, "block-delay") || !strcmp(name, "block_delay")) {
+        if (cli_parse_int(value, 0, 5000, &iv)) goto bad;
+        a->block_delay_ms = iv;
     } else if (!strcmp(name, "speed")) {
         if (cli_parse_double(value, 1, 2000, &v)) goto bad;
         a->rp_speed = v;
@@ -237,7 +248,7 @@ int params_set(app *a, const char *name, const char *value, char *err, size_t er
         else goto bad;
     } else {
         snprintf(err, errlen, "unknown setting '%s' (seed, prior-temp, decode, temp, n, confidence, "
-                 "speed, metric, layer, strength, op)", name);
+                 "block-delay, speed, metric, layer, strength, op)", name);
         return 1;
     }
     return 0;

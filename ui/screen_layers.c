@@ -4,7 +4,10 @@
  * arrow of the flow that made it. Characters that differ from the row above
  * are marked. A cursor selects a cell; the inspector below shows the
  * decoder's top-5 tokens there with probabilities, the entropy, the norm of
- * the state and the flow's log-determinant at that position. */
+ * the state and the flow's log-determinant at that position. A column on
+ * the right of the first band shows the refinement profile: per row, the
+ * share of the (new) text that already reads as the final text, and the
+ * decoder's mean confidence. */
 #include <curses.h>
 #include <math.h>
 #include <stdio.h>
@@ -84,8 +87,24 @@ static void draw(app *a, int y0, int h) {
     }
     tflm_trace *tr = d->tr;
     int L = tr->n_flows;
+    /* the refinement profile: a column right of the first band shown */
+    tflm_profile prof;
+    int from = d->kind == DOC_GEN ? d->new_from : tr->n_pad;
+    int have_prof = app_profile(a, tr, from, &prof) == 0;
+    int pw = have_prof ? PROFILE_W : 0;
+    if (have_prof) {
+        char head[200];
+        if (L > 0)
+            snprintf(head, sizeof head, "noise h%d at the top, text h0 below; marked: changed from the row above", L);
+        else
+            snprintf(head, sizeof head, "an ar model has no flow layers: h0 is the text");
+        app_put(y0, 0, COLS - pw - 1, head, A_DIM);
+        app_put(y0, COLS - pw, pw, " agree conf", A_DIM);
+    }
+    y0 += 1;
+    h -= 1;
     bands b;
-    bands_layout(a, tr, tr->n_pad, tr->n_tok, COLS, &b);
+    bands_layout(a, tr, tr->n_pad, tr->n_tok, COLS - pw, &b);
     int gh = h - INSPECT_ROWS;
     int nb = fit_top(a, &b, gh);
     gb = b;
@@ -103,6 +122,7 @@ static void draw(app *a, int y0, int h) {
             char lab[32];
             snprintf(lab, sizeof lab, "h%-2d%s", l, l > 0 ? app_arrow(a, tr->direction[l - 1]) : " ");
             app_put(y, 0, b.label_w, lab, l == a->cur_layer ? A_BOLD : A_DIM);
+            if (have_prof && k == 0) app_draw_profile(a, y, COLS - pw, &prof, l);
             for (int t = t0; t < t1; t++) {
                 size_t i = (size_t)l * tr->n_tok + t;
                 char g[8];
@@ -188,7 +208,11 @@ const screen screen_layers = {
     "from the row above. The inspector shows what the decoder p(x | h) sees "
     "at the cursor: its five most likely characters, its entropy, the length "
     "of the state vector and the flow's log-determinant there (how much the "
-    "flow stretched or squeezed space at that position).",
+    "flow stretched or squeezed space at that position). The column on the "
+    "right is the refinement profile: for each row, the share of the new "
+    "text that already reads as the final text (agree; 100% at h0) and the "
+    "decoder's mean confidence there (conf). A model that teaches well rises "
+    "through its layers instead of jumping at the last one.",
     "arrows, hjkl\tmove the cursor (up: towards the noise)\n"
     "Home, End\tfirst, last position\n"
     "PgUp, PgDn\tone band back, forward\n"

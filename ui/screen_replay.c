@@ -111,8 +111,14 @@ static void draw(app *a, int y0, int h) {
                  a->rp_total, a->rp_playing ? "playing" : "paused", a->rp_speed);
     }
     app_put(y0, 0, COLS, buf, A_BOLD);
+    /* the refinement profile of the replayed text, shown for each row once
+     * it is complete (right of the first band) */
+    tflm_profile prof;
+    int have_prof = app_profile(a, tr, p0 * P, &prof) == 0;
+    int pw = have_prof ? PROFILE_W : 0;
+    if (have_prof) app_put(y0 + 1, COLS - pw, pw, " agree conf", A_DIM);
     bands b;
-    bands_layout(a, tr, p0 * P, tr->n_tok, COLS, &b);
+    bands_layout(a, tr, p0 * P, tr->n_tok, COLS - pw, &b);
     int gh = h - 3 - (a->rp_dissolve ? L + 1 : 0);
     int nb = gh / b.rows_per_band;
     if (nb < 1) nb = 1;
@@ -139,6 +145,8 @@ static void draw(app *a, int y0, int h) {
             char lab[32];
             snprintf(lab, sizeof lab, "h%-2d%s", l, l > 0 ? app_arrow(a, tr->direction[l - 1]) : " ");
             app_put(y, 0, b.label_w, lab, A_DIM);
+            int done = a->rp_dissolve ? l <= phase : l >= L - phase;
+            if (have_prof && kk == 0 && done) app_draw_profile(a, y, COLS - pw, &prof, l);
             for (int t = t0; t < t1; t++) {
                 int hd, w = written(a, tr, p0, l, t / P, s, &hd);
                 size_t i = (size_t)l * tr->n_tok + t;
@@ -223,7 +231,9 @@ const screen screen_replay = {
     "head), each position conditioned on the ones before it. Dissolve (d) "
     "runs the other way: the text goes forward through the flows into noise, "
     "and each flow's log-determinant says how many bits per character it "
-    "accounts for.",
+    "accounts for. Once a row is complete, the column on the right shows its "
+    "refinement profile: the share of the text it already reads as the final "
+    "text (agree) and the decoder's mean confidence (conf).",
     "space\tplay, pause\n"
     ". or Right\tone step forward\n"
     ", or Left\tone step back\n"
