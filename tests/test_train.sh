@@ -75,7 +75,7 @@ check "the model records its training (tflm.train)" grep -q '"steps": 150' "$tmp
 check "the same seed gives the same weights" test "$(weights "$tmp/a.safetensors")" = "$(weights "$tmp/b.safetensors")"
 
 # SIGKILL during training, then resume from the last checkpoint
-sed 's/"steps": 150/"steps": 3000/' "$tmp/cfg.json" > "$tmp/long.json"
+sed 's/"steps": 150/"steps": 1000/' "$tmp/cfg.json" > "$tmp/long.json"
 "$BIN" train -q --config "$tmp/long.json" --data "$tmp/train.txt" -o "$tmp/c.safetensors" --threads 2 &
 pid=$!
 i=0
@@ -122,6 +122,13 @@ good=$(weights "$tmp/g.safetensors.ckpt")
 check "a failed checkpoint write stops training with an error (exit $rc): $(head -c 120 "$tmp/err.txt")" test $rc -ne 0
 check "the previous checkpoint is intact after the failed write" test "$(weights "$tmp/g.safetensors.ckpt")" = "$good"
 check "no temporary file is left behind" sh -c "! ls '$tmp'/g.safetensors.ckpt.tmp* >/dev/null 2>&1"
+
+# --set overrides a setting of the config
+"$BIN" train -q --config "$tmp/cfg.json" --set steps=20 --set lr=0.001 --data "$tmp/train.txt" -o "$tmp/h.safetensors"
+"$BIN" info -m "$tmp/h.safetensors" > "$tmp/info2.txt"
+check "--set steps=20 runs 20 steps" grep -q '"steps": 20' "$tmp/info2.txt"
+"$BIN" train -q --config "$tmp/cfg.json" --set nonsense --data "$tmp/train.txt" -o "$tmp/h.safetensors" 2>/dev/null; rc=$?
+check "--set without = is a usage error (exit $rc)" test $rc -eq 64
 
 echo "1..$n"
 [ $fail -eq 0 ]

@@ -29,8 +29,11 @@ static const char train_usage[] =
     "  -o, --output OUT    the final model file\n"
     "      --resume CKPT   continue a checkpoint\n"
     "      --threads N     worker threads (default 1, or $TFLM_THREADS)\n"
+    "      --device D      cpu (default, or $TFLM_DEVICE) or cuda: where the transformer runs\n"
     "      --seed S        override the config's seed\n"
     "      --time-limit MIN  stop with a checkpoint after MIN minutes\n"
+    "      --set KEY=VALUE   override a training-config setting (repeatable), e.g.\n"
+    "                        --set lr=0.001 --set schedule=joint --set steps=500\n"
     "  -q, --quiet         no progress on stderr (the log file still gets it)\n"
     "  -h, --help          show this help\n"
     "\n";
@@ -60,7 +63,7 @@ static void on_log(void *user, tflm_log_level lv, const char *msg) {
 }
 
 int cmd_train(int argc, char **argv) {
-    enum { O_DATA = 1000, O_VALID, O_RESUME, O_TIME };
+    enum { O_DATA = 1000, O_VALID, O_RESUME, O_TIME, O_SET };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, OPT_CONFIG},
         {"data", required_argument, NULL, O_DATA},
@@ -68,18 +71,21 @@ int cmd_train(int argc, char **argv) {
         {"output", required_argument, NULL, 'o'},
         {"resume", required_argument, NULL, O_RESUME},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"device", required_argument, NULL, OPT_DEVICE},
         {"seed", required_argument, NULL, OPT_SEED},
         {"time-limit", required_argument, NULL, O_TIME},
+        {"set", required_argument, NULL, O_SET},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}
     };
     const char *config = NULL, *out = NULL, *valid = NULL, *resume = NULL;
-    const char *data[64];
-    int ndata = 0, threads = 0;
+    const char *data[64], *sets[64];
+    int ndata = 0, nsets = 0, threads = 0;
     double minutes = 0;
     tflm_train_opts o;
     tflm_train_opts_default(&o);
+    int device_set = 0;
     const char *envt = getenv("TFLM_THREADS");
     if (envt && *envt && cli_parse_int(envt, 1, 256, &threads))
         return cli_usage_error("train", "TFLM_THREADS: '%s' is not a thread count 1..256", envt);
@@ -109,6 +115,17 @@ int cmd_train(int argc, char **argv) {
             if (cli_parse_double(optarg, 0.01, 1e7, &minutes))
                 return cli_usage_error("train", "--time-limit: '%s' is not a number of minutes", optarg);
             break;
+        case O_SET:
+            if (nsets == 64) return cli_usage_error("train", "too many --set options (64 at most)");
+            if (!strchr(optarg, '=') || optarg[0] == '=')
+                return cli_usage_error("train", "--set: '%s' is not KEY=VALUE", optarg);
+            sets[nsets++] = optarg;
+            break;
+        case OPT_DEVICE:
+            if (cli_parse_device(optarg, &o.device))
+                return cli_usage_error("train", "--device: '%s' is not cpu or cuda", optarg);
+            device_set = 1;
+            break;
         case 'q': quiet = 1; break;
         case 'h':
             fputs(train_usage, stdout);
@@ -119,15 +136,42 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    const char *denv = getenv("TFLM_DEVICE");
+    if (!device_set && denv && *denv && cli_parse_device(denv, &o.device))
+        return cli_usage_error("train", "TFLM_DEVICE: '%s' is not cpu or cuda", denv);
     if (!out) return cli_usage_error("train", "-o OUT is required");
     if (!ndata) return cli_usage_error("train", "--data TRAIN is required");
     if (!config && !resume) return cli_usage_error("train", "--config FILE.json (or --resume CKPT) is required");
     if (config && resume) return cli_usage_error("train", "--resume takes its settings from the checkpoint; drop --config");
     char *json = NULL;
     size_t len;
+    if (nsets && resume)
+        return cli_usage_error("train", "--set changes a new run's settings; a resumed run keeps the checkpoint's");
     if (config) {
         int rc = cli_read_file(config, &json, &len);
         if (rc != EXIT_OK) return rc;
+    }
+    if (nsets) {
+        /* apply KEY=VALUE overrides: a JSON value if VALUE parses as one, else a string */
+        json_error_t e;
+        json_t *root = json_loads(json, 0, &e);
+        if (!json_is_object(root)) {
+            json_decref(root);
+            free(json);
+            cli_msg("%s: not valid JSON: %s (line %d)", config, e.text, e.line);
+            return EXIT_BADMODEL;
+        }
+        for (int i = 0; i < nsets; i++) {
+            char key[128];
+            const char *eq = strchr(sets[i], '=');
+            snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
+            json_t *v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+            if (!v) v = json_string(eq + 1);
+            json_object_set_new(root, key, v);
+        }
+        free(json);
+        json = json_dumps(root, JSON_COMPACT);
+        json_decref(root);
     }
     char logpath[4096];
     snprintf(logpath, sizeof logpath, "%s.log", out);
