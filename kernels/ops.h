@@ -7,6 +7,8 @@
 #ifndef TFLM_OPS_H
 #define TFLM_OPS_H
 
+#include <stddef.h>
+
 typedef struct Ops {
     const char *name;
     /* out[n, out] = in[n, in] @ w[out, in]^T + b[out] (b may be NULL) */
@@ -53,6 +55,14 @@ typedef struct Ops {
      * attention_train. dqkv must not alias the inputs. */
     void (*attention_backward)(float *dqkv, const float *dout, const float *probs,
                                const float *qkv, int nb, int n, int D, int H);
+
+    /* ---- optional, NULL in the CPU backends: constant data on a device.
+     * pin declares host[0, bytes) constant until unpin(owner): the backend
+     * keeps a device copy and reads it wherever an op's input lies inside
+     * the range (the weights of a loaded model). Returns 0, or -1 when the
+     * copy could not be made (the host data is then read as usual). */
+    int (*pin)(const void *owner, const void *host, size_t bytes);
+    void (*unpin)(const void *owner);
 } Ops;
 
 /* Longest training window attention_train/_backward accept (one row of
@@ -64,5 +74,13 @@ extern const Ops ops_cpu_blas;  /* OpenBLAS sgemm for matmul (== ref without BLA
 
 /* The backend to use: "ref" or "blas" (default). */
 const Ops *ops_get(int use_blas);
+
+/* The CUDA backend (kernels/cuda, configure --with-cuda): NULL when tflm was
+ * built without it or no usable GPU is present; ops_cuda_error() then says
+ * why in a short phrase. The ops take host pointers (kernels/cuda/README.md).
+ * If a CUDA call fails inside an op, the op's outputs are set to NaN (so
+ * the caller's finiteness checks stop) and ops_cuda_error() names the call. */
+const Ops *ops_cuda_get(void);
+const char *ops_cuda_error(void);
 
 #endif

@@ -33,6 +33,23 @@ tflm_status tflm_load(tflm_ctx **out, const char *path, const tflm_params *p) {
         return st;
     }
     ctx->ops = ops_get(ctx->p.use_blas);
+    if (ctx->p.device == TFLM_DEVICE_CUDA) {
+        /* the transformer on the GPU, the weights pinned there (kernels/cuda) */
+        const Ops *g = ops_cuda_get();
+        if (!g) {
+            model_free(&ctx->m);
+            free(ctx);
+            return tflm__err(TFLM_EUNSUPPORTED, "device cuda: %s", ops_cuda_error());
+        }
+        ctx->ops = g;
+        for (int i = 0; i < ctx->m.params.n && g->pin; i++)
+            g->pin(ctx, *ctx->m.params.p[i].slot, ctx->m.params.p[i].numel * sizeof(float));
+    } else if (ctx->p.device != TFLM_DEVICE_CPU) {
+        int dev = ctx->p.device;
+        model_free(&ctx->m);
+        free(ctx);
+        return tflm__err(TFLM_EINVAL, "load: unknown device %d", dev);
+    }
     tflm_set_threads(ctx, ctx->p.threads);
     *out = ctx;
     return TFLM_OK;
@@ -40,6 +57,7 @@ tflm_status tflm_load(tflm_ctx **out, const char *path, const tflm_params *p) {
 
 void tflm_free(tflm_ctx *ctx) {
     if (!ctx) return;
+    if (ctx->ops && ctx->ops->unpin) ctx->ops->unpin(ctx);
     model_free(&ctx->m);
     free(ctx);
 }

@@ -80,6 +80,13 @@ typedef struct tflm_ctx tflm_ctx;
 
 typedef enum { TFLM_LOG_DEBUG = 0, TFLM_LOG_INFO = 1, TFLM_LOG_WARN = 2 } tflm_log_level;
 
+/* Where the transformer runs. The couplings, the codebook and the optimizer
+ * stay on the CPU in double precision either way (kernels/cuda/README.md). */
+typedef enum {
+    TFLM_DEVICE_CPU = 0,   /* default: reference C loops or OpenBLAS (use_blas) */
+    TFLM_DEVICE_CUDA = 1   /* the CUDA backend: needs configure --with-cuda and a GPU */
+} tflm_device;
+
 typedef struct {
     int threads;   /* worker threads for inference loops; default 1. Results
                       do not depend on it. */
@@ -90,6 +97,8 @@ typedef struct {
     void (*log)(void *user, tflm_log_level level, const char *msg);
     int (*progress)(void *user, const char *what, double fraction); /* non-zero: cancel */
     void *user;
+    int device;    /* tflm_device: TFLM_DEVICE_CPU (default) or TFLM_DEVICE_CUDA; tflm_load
+                      fails with TFLM_EUNSUPPORTED when CUDA is not built or no GPU is usable */
 } tflm_params;
 
 /* Fill p with the defaults. */
@@ -277,6 +286,7 @@ typedef struct {
                                current step, writing a checkpoint */
     void (*log)(void *user, tflm_log_level level, const char *msg); /* progress lines */
     void *user;
+    int device;             /* tflm_device of the training steps (default TFLM_DEVICE_CPU) */
 } tflm_train_opts;
 void tflm_train_opts_default(tflm_train_opts *o);
 

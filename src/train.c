@@ -843,6 +843,10 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
     }
     if ((st = parse_train_cfg(&t->tc, t->tcjson, &t->m.cfg)) != TFLM_OK) goto done;
     t->ops = ops_get(1);
+    if (o->device == TFLM_DEVICE_CUDA && !(t->ops = ops_cuda_get())) {
+        st = tflm__err(TFLM_EUNSUPPORTED, "train: device cuda: %s", ops_cuda_error());
+        goto done;
+    }
     /* corpus */
     t->corpus_rec = json_array();
     for (int i = 0; i < n_train; i++) {

@@ -56,15 +56,16 @@ int cli_status_exit(tflm_status st);
 enum {
     OPT_THREADS = 256, OPT_NO_BLAS, OPT_SEED, OPT_JSON, OPT_MEAN, OPT_SAMPLES,
     OPT_CONFIG, OPT_PRIOR_TEMP, OPT_DECODE, OPT_TEMP, OPT_WITH_CONTEXT,
-    OPT_LAYER, OPT_SPAN, OPT_OP, OPT_LOCAL
+    OPT_LAYER, OPT_SPAN, OPT_OP, OPT_LOCAL, OPT_DEVICE
 };
 
 /* The long options of the model-using commands: -m/--model, --threads,
- * --no-blas, -h/--help. Spliced into each command's table with this macro. */
+ * --no-blas, --device, -h/--help. Spliced into each command's table with this macro. */
 #define CLI_COMMON_LONGOPTS \
     {"model", required_argument, NULL, 'm'}, \
     {"threads", required_argument, NULL, OPT_THREADS}, \
     {"no-blas", no_argument, NULL, OPT_NO_BLAS}, \
+    {"device", required_argument, NULL, OPT_DEVICE}, \
     {"help", no_argument, NULL, 'h'}
 
 typedef struct {
@@ -72,6 +73,7 @@ typedef struct {
     const char *model;   /* -m/--model, or NULL */
     int threads;         /* --threads or $TFLM_THREADS; 0 = not given */
     int no_blas;         /* --no-blas */
+    int device;          /* --device or $TFLM_DEVICE: TFLM_DEVICE_*; -1 = not given */
 } cli_common;
 
 void cli_common_init(cli_common *c, const char *cmd);
@@ -79,6 +81,8 @@ void cli_common_init(cli_common *c, const char *cmd);
  * one and went well, 0 if c is not a common option, or -EXIT_USAGE on a
  * bad value (message printed). 'h' is not handled here. */
 int cli_common_opt(cli_common *c, int opt, const char *arg);
+/* "cpu" or "cuda" to TFLM_DEVICE_*; 0 = ok, -1 = not a device name */
+int cli_parse_device(const char *s, int *out);
 /* Report the getopt_long error of code '?' or ':' (optstring must start
  * with ':'); returns EXIT_USAGE. */
 int cli_getopt_error(const char *cmd, int opt, char **argv);

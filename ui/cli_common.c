@@ -101,6 +101,14 @@ int cli_parse_double(const char *s, double lo, double hi, double *out) {
 void cli_common_init(cli_common *c, const char *cmd) {
     memset(c, 0, sizeof *c);
     c->cmd = cmd;
+    c->device = -1;
+}
+
+int cli_parse_device(const char *s, int *out) {
+    if (!strcmp(s, "cpu")) *out = TFLM_DEVICE_CPU;
+    else if (!strcmp(s, "cuda") || !strcmp(s, "gpu")) *out = TFLM_DEVICE_CUDA;
+    else return -1;
+    return 0;
 }
 
 int cli_common_opt(cli_common *c, int opt, const char *arg) {
@@ -116,6 +124,12 @@ int cli_common_opt(cli_common *c, int opt, const char *arg) {
         return 1;
     case OPT_NO_BLAS:
         c->no_blas = 1;
+        return 1;
+    case OPT_DEVICE:
+        if (cli_parse_device(arg, &c->device)) {
+            cli_usage_error(c->cmd, "--device: '%s' is not cpu or cuda", arg);
+            return -EXIT_USAGE;
+        }
         return 1;
     default:
         return 0;
@@ -172,10 +186,17 @@ int cli_load_model(const cli_common *c, tflm_ctx **out, const char **path_out) {
         cli_msg("TFLM_THREADS='%s' is not a thread count (1..1024)", tenv);
         return EXIT_USAGE;
     }
+    int device = c->device;
+    const char *denv = getenv("TFLM_DEVICE");
+    if (device < 0 && denv && *denv && cli_parse_device(denv, &device)) {
+        cli_msg("TFLM_DEVICE='%s' is not cpu or cuda", denv);
+        return EXIT_USAGE;
+    }
     tflm_params p;
     tflm_params_default(&p);
     if (threads > 0) p.threads = threads;
     if (c->no_blas) p.use_blas = 0;
+    if (device >= 0) p.device = device;
     p.log = cli_log;
     p.progress = cli_progress;
     tflm_status st = tflm_load(out, path, &p);
@@ -184,6 +205,10 @@ int cli_load_model(const cli_common *c, tflm_ctx **out, const char **path_out) {
         if (st == TFLM_EIO) {
             cli_fail(st, path);
             return EXIT_NOINPUT;
+        }
+        if (st == TFLM_EUNSUPPORTED && p.device == TFLM_DEVICE_CUDA) {
+            cli_fail(st, path);     /* no CUDA in this build, or no GPU */
+            return EXIT_UNAVAILABLE;
         }
         return cli_fail(st, path);
     }

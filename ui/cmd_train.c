@@ -198,6 +198,10 @@ int cmd_train(int argc, char **argv) {
         cli_msg("train: %s", tflm_last_error());
         return EXIT_INTERRUPTED;
     }
+    if (st == TFLM_EUNSUPPORTED && o.device == TFLM_DEVICE_CUDA) {
+        cli_fail(st, "train");      /* no CUDA in this build, or no GPU */
+        return EXIT_UNAVAILABLE;
+    }
     if (st != TFLM_OK) return cli_fail(st, "train");
     return EXIT_OK;
 }

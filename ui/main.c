@@ -70,6 +70,8 @@ static void usage(FILE *f) {
           "                    default model)\n"
           "      --threads N   worker threads (default 1, or $TFLM_THREADS)\n"
           "      --no-blas     use the reference C kernels instead of OpenBLAS\n"
+          "      --device D    cpu (default, or $TFLM_DEVICE) or cuda: where the\n"
+          "                    transformer runs (cuda: configure --with-cuda)\n"
           "\n", f);
     fputs(cli_exit_help, f);
     fputs("\nSee tflm(1) and, for the model file format, tflm(5).\n", f);

@@ -300,3 +300,14 @@ const Ops *ops_get(int use_blas) {
     (void)use_blas;
     return &ops_cpu_ref;
 }
+
+#ifndef HAVE_CUDA
+/* built without the CUDA backend (configure --with-cuda builds kernels/cuda) */
+const Ops *ops_cuda_get(void) {
+    return NULL;
+}
+
+const char *ops_cuda_error(void) {
+    return "this tflm was built without CUDA (configure --with-cuda)";
+}
+#endif
