@@ -172,6 +172,9 @@ static int cuda_pin(const void *owner, const void *host, size_t bytes) {
     char *d = NULL;
     cudaError_t e = cudaMalloc((void **)&d, bytes);
     if (e == cudaSuccess) e = cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice);
+    /* from pageable memory cudaMemcpy may return before the DMA is done, and
+     * the ops' streams do not wait for the legacy stream: wait here */
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
     if (e != cudaSuccess) {
         if (d) cudaFree(d);
         set_error("pin %zu bytes: %s", bytes, cudaGetErrorString(e));
@@ -318,7 +321,8 @@ static int job_finish(Job *j, int err, const char *what) {
         if (!err && e != cudaSuccess) err = (int)e;
     }
     if (!err) return 0;
-    set_error("%s: CUDA error %d (%s)", what, err, cudaGetErrorString((cudaError_t)err));
+    set_error("%s: CUDA or cuBLAS error %d (%s)", what, err,
+              cudaGetErrorString((cudaError_t)err));
     for (int i = 0; i < j->nb; i++) {
         Buf *b = &j->b[i];
         if (b->hout && b->is_float)
