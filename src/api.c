@@ -2,6 +2,7 @@
  * and writing a randomly initialised model. */
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 #include "internal.h"
 #include "config.h"
 #ifdef HAVE_BLAS
@@ -65,6 +66,10 @@ void tflm_free(tflm_ctx *ctx) {
 void tflm_set_threads(tflm_ctx *ctx, int threads) {
     if (!ctx) return;
     ctx->threads = threads > 0 ? threads : 1;
+    /* the ops' own parallel loops use the same count: with more OpenMP
+     * threads than the caller asked for, idle threads spin and, on a busy
+     * machine, slow everything down many times over */
+    omp_set_num_threads(ctx->threads);
 #ifdef HAVE_BLAS
     /* we split work across threads ourselves; each runs a one-thread sgemm
      * (DESIGN §6: 1.7x faster than OpenBLAS's own threading on these shapes) */

@@ -810,6 +810,7 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
     if (!t) return tflm__err(TFLM_ENOMEM, "train: out of memory");
     t->o = o;
     t->nth = o->threads > 0 ? (o->threads < MAX_THREADS ? o->threads : MAX_THREADS) : 1;
+    omp_set_num_threads(t->nth);   /* the ops' loops: no more threads than asked for */
     tflm_status st = TFLM_OK;
     double t_start = now_s();
     char ckpt[4096];

@@ -17,19 +17,33 @@
  * is chosen when the library loads, so the only remedy is to run again with
  * OPENBLAS_CORETYPE set. A user's own OPENBLAS_CORETYPE is always kept. */
 static void blas_core_fix(char **argv) {
+    int again = 0;
+    /* OpenMP reads its environment when it loads, too: without a thread
+     * count, the ops' loops start one thread per core whatever --threads
+     * says, and on a busy machine their spinning made scoring 20x slower.
+     * The library sets its own thread count; passive waiting keeps idle
+     * threads asleep. A user's own settings are always kept. */
+    if (!getenv("OMP_NUM_THREADS")) {
+        setenv("OMP_NUM_THREADS", "1", 1);
+        again = 1;
+    }
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        again = 1;
+    }
 #ifdef HAVE_BLAS
-    if (getenv("OPENBLAS_CORETYPE")) return;
-    const char *core = openblas_get_corename();
-    if (!core || strcasecmp(core, "prescott") != 0) return;
-    __builtin_cpu_init();
-    const char *target = __builtin_cpu_supports("avx512f") ? "SkylakeX"
-                       : __builtin_cpu_supports("avx2") ? "Haswell" : NULL;
-    if (!target) return;
-    setenv("OPENBLAS_CORETYPE", target, 1);
-    execv("/proc/self/exe", argv);   /* on failure, carry on with the slow kernels */
-#else
-    (void)argv;
+    if (!getenv("OPENBLAS_CORETYPE")) {
+        const char *core = openblas_get_corename();
+        __builtin_cpu_init();
+        const char *target = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                           : __builtin_cpu_supports("avx2") ? "Haswell" : NULL;
+        if (core && strcasecmp(core, "prescott") == 0 && target) {
+            setenv("OPENBLAS_CORETYPE", target, 1);
+            again = 1;
+        }
+    }
 #endif
+    if (again) execv("/proc/self/exe", argv);   /* on failure, carry on as we are */
 }
 
 typedef struct {
