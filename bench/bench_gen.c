@@ -59,8 +59,6 @@ static const char *CFG_AR =
     "\"window\":256,\"d_model\":256,\"n_heads\":8,\"flip_block\":16,\"ln_eps\":1e-5,\"flows\":["
     "{\"type\":\"ar\",\"layers\":8}]}";
 
-static int first_text_ms;
-
 static void run(const char *label, const char *cfgjson, const char *path, int threads, int n_new) {
     if (tflm_init_model(cfgjson, 1, path) != TFLM_OK) {
         fprintf(stderr, "bench: %s\n", tflm_last_error());
@@ -100,7 +98,6 @@ static void run(const char *label, const char *cfgjson, const char *path, int th
     printf("%-6s params %8lld  %3d chars in %7.3f s  %8.1f chars/s  first block %6.1f ms  "
            "ms/char/flow %.3f  RSS +%ld kB\n", label, info.n_params, n_new, el, n_new / el,
            first * 1e3, el * 1e3 / n_new / layers, rss1 - rss0);
-    (void)first_text_ms;
     tflm_trace_free(tr);
     tflm_free(ctx);
 }

@@ -19,7 +19,7 @@ void tflm_edit_params_default(tflm_edit_params *p) {
     p->seed = 1;
 }
 
-static tflm_trace *window_trace(const Work *w, const int *tok, int npad) {
+static tflm_trace *window_trace(const Work *w, int npad) {
     const Model *m = w->m;
     const Config *cf = &m->cfg;
     tflm_trace *tr = trace_alloc(cf, cf->N);
@@ -30,7 +30,6 @@ static tflm_trace *window_trace(const Work *w, const int *tok, int npad) {
                       l > 0 ? w->lp_pos[l - 1][q] - w->ln_pos[l - 1][q] : 0);
     tr->n_pad = npad;
     tr->n_ctx = cf->T - npad;
-    (void)tok;
     return tr;
 }
 
@@ -74,7 +73,7 @@ tflm_status tflm_edit(tflm_ctx *ctx, const char *text, const tflm_edit_params *p
     work_set_tokens(&w, tok);
     work_encode(&w, tok, 1, 0, 0, NULL);
     if ((st = window_forward(&w, ctx->ops)) != TFLM_OK) goto done;
-    if (before && !(tb = window_trace(&w, tok, npad))) { st = tflm__err(TFLM_ENOMEM, "edit: out of memory"); goto done; }
+    if (before && !(tb = window_trace(&w, npad))) { st = tflm__err(TFLM_ENOMEM, "edit: out of memory"); goto done; }
 
     int l0 = p->layer;
     int pa = (npad + p->span_a) / P, pb = (npad + p->span_b + P - 1) / P;
@@ -119,7 +118,7 @@ tflm_status tflm_edit(tflm_ctx *ctx, const char *text, const tflm_edit_params *p
         if (st == TFLM_OK) st = flow_inverse_steps(&w, ctx->ops, l, S, E);
     }
     if (st != TFLM_OK) goto done;
-    if (after && !(ta = window_trace(&w, tok, npad))) { st = tflm__err(TFLM_ENOMEM, "edit: out of memory"); goto done; }
+    if (after && !(ta = window_trace(&w, npad))) { st = tflm__err(TFLM_ENOMEM, "edit: out of memory"); goto done; }
     if (before) { *before = tb; tb = NULL; }
     if (after) { *after = ta; ta = NULL; }
 done:

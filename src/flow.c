@@ -57,7 +57,6 @@ tflm_status work_init(Work *w, const Model *m) {
         if (h > hmax) hmax = h;
         if (kv_init(&w->kv[l - 1], cf->flow[l - 1].layers, N, D) != TFLM_OK) goto oom;
     }
-    if (hmax < 3 * cf->flow[0].K) hmax = 3 * cf->flow[0].K;
     for (int l = 0; l <= L; l++) {
         w->h[l] = calloc((size_t)N * c, sizeof(float));
         w->own[l] = calloc((size_t)N * c, 1);

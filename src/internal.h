@@ -54,7 +54,7 @@ typedef struct {
 /* Parse and check a tflm.config JSON text. Errors are one line. */
 tflm_status config_parse(Config *cfg, const char *json_text);
 tflm_status config_from_json(Config *cfg, json_t *root);
-/* Serialise (compact JSON, keys as in DESIGN §4); malloc'ed string. */
+/* Serialise (keys and spacing as the reference files write them, DESIGN §4); malloc'ed string. */
 char *config_to_json(const Config *cfg);
 int flow_cin(const Config *cfg);            /* transformer input width */
 int flow_hout(const Config *cfg, int l);    /* head output width of flow l (1-based) */

@@ -898,7 +898,6 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
     long total = total_steps(&t->tc);
     int cur_stage = -1;
     double sitting0 = now_s(), last_ckpt = sitting0, step_time = 0;
-    long steps_this_sitting = 0;
     say(t, TFLM_LOG_INFO, "training %s: %ld steps, batch %d x %d tokens, %d thread(s), %zu parameters",
         t->m.cfg.is_ar ? "ar" : t->tc.joint ? "jointly" : "progressively", total, t->tc.batch, t->m.cfg.T,
         t->nth, t->m.params.total);
@@ -959,7 +958,6 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
             goto done;
         }
         t->step++;
-        steps_this_sitting++;
         t->tokens += ntok;
         t->ema = t->ema == 0 ? bpc : 0.98 * t->ema + 0.02 * bpc;
         double dt = now_s() - ts;
@@ -1002,7 +1000,6 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
             el / 60, vb, out_path);
         if (finished) *finished = 1;
     }
-    (void)steps_this_sitting;
 done:
     trainer_free(t);
     free(t);

@@ -68,7 +68,7 @@ void maf_channel_backward(const FlowWeights *fw, FlowWeights *gw, int c, int K, 
                           float *dG, double *dx);
 
 /* R = -LSE_k l_k(z): accumulate g * dR/dmu, g * dR/dlogsig into the
- * codebook gradients and return g * dR/dz into dz [d]. */
+ * codebook gradients and ADD g * dR/dz into dz [d]. */
 void codebook_R_backward(const float *mu, const float *logsig, int V, int d, const float *z,
                          double g, float *dmu, float *dlogsig, double *dz);
 
