@@ -291,3 +291,13 @@ int flow_hout(const Config *cfg, int l) {
     }
     return 0;
 }
+
+int flow_head(const Config *cfg, int l, const FlowWeights *fw, const float **W, const float **b) {
+    const FlowConfig *fc = &cfg->flow[l - 1];
+    if (fc->maf_E > 0) {
+        if (fw) { *W = fw->maf_ctx_w; *b = fw->maf_hid_b; }
+        return cfg->c * fc->maf_H;
+    }
+    if (fw) { *W = fw->head_w; *b = fw->head_b; }
+    return flow_hout(cfg, l);
+}

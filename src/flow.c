@@ -53,7 +53,7 @@ tflm_status work_init(Work *w, const Model *m) {
     int N = cf->N, c = cf->c, D = cf->D, L = cf->L;
     int hmax = 0;
     for (int l = 1; l <= L; l++) {
-        int h = flow_hout(cf, l);
+        int h = flow_head(cf, l, NULL, NULL, NULL);
         if (h > hmax) hmax = h;
         if (kv_init(&w->kv[l - 1], cf->flow[l - 1].layers, N, D) != TFLM_OK) goto oom;
     }
@@ -132,21 +132,31 @@ void work_encode(Work *w, const int *tok, int mean, uint64_t seed, uint64_t stre
 /* ---- per-step coupling ------------------------------------------------------ */
 
 /* Parameters of channel i at a step: a pointer into the head output, or the
- * maf head's output computed into buf. */
+ * maf head's output (from its context part in ho and the embeddings e of
+ * channels < i) computed into buf. */
 static const float *chan_params(const Model *m, const FlowWeights *fw, const FlowConfig *fc,
-                                const float *G, const float *ho, const double *x, int i,
-                                float *buf) {
+                                const float *ho, const float *e, int i, float *buf) {
     const Config *cf = &m->cfg;
     if (fc->maf_E > 0) {
-        maf_channel(fw, cf->c, fc->K, fc->maf_E, fc->maf_H, cf->D, G, x, i, buf);
+        maf_channel(fw, cf->c, fc->K, fc->maf_E, fc->maf_H, ho + (size_t)i * fc->maf_H, e, i, buf);
         return buf;
     }
     return ho + (size_t)i * 3 * fc->K;
 }
 
+/* the maf embeddings of one position: (c-1)*E floats, on the stack when small */
+#define ESTACK 4096
+static float *emb_buf(const Config *cf, const FlowConfig *fc, float *stack) {
+    size_t n = fc->maf_E > 0 ? (size_t)(cf->c - 1) * fc->maf_E : 0;
+    if (n <= ESTACK) return stack;
+    float *e = malloc(n * sizeof(float));
+    if (!e) tflm__err(TFLM_ENOMEM, "out of memory (maf embeddings)");
+    return e;
+}
+
 /* Forward coupling of one position: X (c floats) -> Y (c floats, unmixed),
  * per-channel log p summed over owned channels, and log N of owned outputs. */
-tflm_status flow_couple_forward(const Model *m, int l, const float *G, const float *ho,
+tflm_status flow_couple_forward(const Model *m, int l, const float *ho,
                                 const float *X, float *Y, const unsigned char *own,
                                 double *lp, double *ln) {
     const Config *cf = &m->cfg;
@@ -164,13 +174,18 @@ tflm_status flow_couple_forward(const Model *m, int l, const float *G, const flo
         }
         for (int i = 0; i < c; i++) if (own[i]) sp += lpc[i];
     } else {
+        float estack[ESTACK], *e = emb_buf(cf, fc, estack);
+        if (!e) return TFLM_ENOMEM;
+        for (int j = 0; fc->maf_E > 0 && j < c - 1; j++)
+            maf_embed(fw, fc->maf_E, j, x[j], e + (size_t)j * fc->maf_E);
         for (int i = 0; i < c; i++) {
-            const float *prm = chan_params(m, fw, fc, G, ho, x, i, buf);
+            const float *prm = chan_params(m, fw, fc, ho, e, i, buf);
             const float *cl = fw->clamp + (size_t)i * fc->K;
             double lpi = fc->type == FLOW_AFFINE ? affine_forward(prm, cl, x[i], &y[i])
                                                   : mix1_forward(prm, cl, fc->K, x[i], &y[i]);
             if (own[i]) sp += lpi;
         }
+        if (e != estack) free(e);
     }
     for (int i = 0; i < c; i++) {
         if (!isfinite(y[i]))
@@ -184,7 +199,7 @@ tflm_status flow_couple_forward(const Model *m, int l, const float *G, const flo
 }
 
 /* Inverse coupling of one position: Y (unmixed) -> X. */
-static tflm_status couple_inverse(const Model *m, int l, const float *G, const float *ho,
+static tflm_status couple_inverse(const Model *m, int l, const float *ho,
                                   const float *Y, float *X, const unsigned char *own,
                                   double *lp, double *ln) {
     const Config *cf = &m->cfg;
@@ -204,19 +219,27 @@ static tflm_status couple_inverse(const Model *m, int l, const float *G, const f
         }
         for (int i = 0; i < c; i++) if (own[i]) sp += lpc[i];
     } else {
+        float estack[ESTACK], *e = emb_buf(cf, fc, estack);
+        if (!e) return TFLM_ENOMEM;
         for (int i = 0; i < c; i++) {
-            const float *prm = chan_params(m, fw, fc, G, ho, x, i, buf);
+            const float *prm = chan_params(m, fw, fc, ho, e, i, buf);
             const float *cl = fw->clamp + (size_t)i * fc->K;
             double lpi;
             if (fc->type == FLOW_AFFINE) {
                 lpi = affine_inverse(prm, cl, y[i], &x[i]);
             } else {
                 tflm_status st = mix1_inverse(prm, cl, fc->K, y[i], &x[i], &lpi);
-                if (st != TFLM_OK) return st;
+                if (st != TFLM_OK) {
+                    if (e != estack) free(e);
+                    return st;
+                }
             }
             x[i] = (double)(float)x[i];   /* what the forward pass will see */
+            if (fc->maf_E > 0 && i < c - 1)
+                maf_embed(fw, fc->maf_E, i, x[i], e + (size_t)i * fc->maf_E);
             if (own[i]) sp += lpi;
         }
+        if (e != estack) free(e);
     }
     for (int i = 0; i < c; i++) {
         if (!isfinite(x[i]))
@@ -246,12 +269,12 @@ static void step_input(const Work *w, int l, int n, float *row) {
                 c * sizeof(float));
 }
 
-/* Head outputs for n rows of G (no-op for maf flows). */
+/* Head outputs (for maf flows: the context parts) for n rows of G. */
 static void head_rows(const Work *w, const Ops *ops, int l, const float *G, int n, float *HO) {
     const Config *cf = &w->m->cfg;
-    const FlowWeights *fw = &w->m->w.flow[l - 1];
-    if (cf->flow[l - 1].maf_E > 0) return;
-    ops->matmul(HO, G, fw->head_w, fw->head_b, n, cf->D, flow_hout(cf, l));
+    const float *W, *b;
+    int width = flow_head(cf, l, &w->m->w.flow[l - 1], &W, &b);
+    ops->matmul(HO, G, W, b, n, cf->D, width);
 }
 
 tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
@@ -270,11 +293,11 @@ tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
     tflm_status st = tf_forward(ops, &m->w.flow[l - 1], &dm, kv, w->xin, w->pidx, n, w->G);
     if (st != TFLM_OK) return st;
     head_rows(w, ops, l, w->G, n, w->HO);
-    int hout = flow_hout(cf, l);
+    int hout = flow_head(cf, l, NULL, NULL, NULL);
     for (int s = s0; s < s1; s++) {
         int p = w->pidx[s - s0];
         float Y[512];
-        st = flow_couple_forward(m, l, w->G + (size_t)(s - s0) * cf->D, w->HO + (size_t)(s - s0) * hout,
+        st = flow_couple_forward(m, l, w->HO + (size_t)(s - s0) * hout,
                             w->h[l - 1] + (size_t)p * c, Y, w->own[l - 1] + (size_t)p * c,
                             &w->lp_pos[l - 1][p], &w->ln_pos[l - 1][p]);
         if (st != TFLM_OK) return st;
@@ -302,7 +325,7 @@ tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
         const float *hp = w->h[l] + (size_t)p * c;
         if (l < L) chunmix(hp, Y, c);
         else memcpy(Y, hp, c * sizeof(float));
-        st = couple_inverse(m, l, w->G, w->HO, Y, w->h[l - 1] + (size_t)p * c,
+        st = couple_inverse(m, l, w->HO, Y, w->h[l - 1] + (size_t)p * c,
                             w->own[l - 1] + (size_t)p * c, &w->lp_pos[l - 1][p], &w->ln_pos[l - 1][p]);
         if (st != TFLM_OK) return st;
     }

@@ -33,7 +33,7 @@ tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1);
 tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1);
 /* coupling of flow l at one position: X (c, as stored) -> Y (c, before the
  * mix), log p summed over owned input channels, log N of owned outputs */
-tflm_status flow_couple_forward(const Model *m, int l, const float *G, const float *ho,
+tflm_status flow_couple_forward(const Model *m, int l, const float *ho,
                                 const float *X, float *Y, const unsigned char *own,
                                 double *lp, double *ln);
 /* undo the channel mixes of a state of layer `layer` at one position */

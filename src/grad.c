@@ -32,8 +32,6 @@
 #define STACK_N 256         /* components handled without malloc */
 #define CB_STACK 1024       /* codebook entries handled without malloc */
 #define HC 64               /* maf hidden units per chunk */
-#define EC 64               /* maf embedding units per chunk */
-#define GD 1024             /* maf: dL/dG accumulated in double up to this D */
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -406,64 +404,30 @@ static double gelu_d(double x, double *dg) {
     return 0.5 * x * (1.0 + t);
 }
 
-static double gelu(double x) {
-    return 0.5 * x * (1.0 + tanh(GELU_K * (x + GELU_C * x * x * x)));
-}
-
 static double elu(double x) { return x > 0.0 ? x : expm1(x); }
 static double elu_d(double x) { return x > 0.0 ? 1.0 : exp(x); }
 
 void maf_channel_backward(const FlowWeights *fw, FlowWeights *gw, int c, int K, int E, int H2,
-                          int D, const float *G, const double *x, int i, const float *dout,
-                          float *dG, double *dx) {
-    int n3 = 3 * K, FE = (c - 1) * E;
-    const float *Ci = fw->maf_ctx_w + (size_t)i * H2 * D;
+                          const float *cg, const float *e, int i, const float *dout,
+                          float *dcg, double *de) {
+    int n3 = 3 * K, FE = (c - 1) * E, ie = i * E;
     const float *Fi = fw->maf_feat_w + (size_t)i * H2 * FE;
-    const float *bi = fw->maf_hid_b + (size_t)i * H2;
     const float *Oi = fw->maf_out_w + (size_t)i * n3 * H2;
-    float *dCi = gw->maf_ctx_w + (size_t)i * H2 * D;
     float *dFi = gw->maf_feat_w + (size_t)i * H2 * FE;
-    float *dbi = gw->maf_hid_b + (size_t)i * H2;
     float *dOi = gw->maf_out_w + (size_t)i * n3 * H2;
     float *doi = gw->maf_out_b + (size_t)i * n3;
     for (int k = 0; k < n3; k++)
         doi[k] += dout[k];
-    /* dG = C^T dh is summed in double over all hidden units when D <= GD
-     * (one rounding to float), else per chunk of HC hidden units */
-    double gacc[GD];
-    int gwhole = D <= GD;
-    if (gwhole)
-        for (int t = 0; t < D; t++)
-            gacc[t] = 0.0;
     for (int h0 = 0; h0 < H2; h0 += HC) {
         int nh = H2 - h0 < HC ? H2 - h0 : HC;
-        double hb[HC], dh[HC], eb[EC];
+        double hb[HC], dh[HC];
         /* forward: pre-activations of this chunk of hidden units */
         for (int h = 0; h < nh; h++) {
-            const float *row = Ci + (size_t)(h0 + h) * D;
-            double s = bi[h0 + h];
-            for (int t = 0; t < D; t++)
-                s += (double)row[t] * G[t];
+            const float *Fr = Fi + (size_t)(h0 + h) * FE;
+            double s = cg[h0 + h];
+            for (int t = 0; t < ie; t++)
+                s += (double)Fr[t] * e[t];
             hb[h] = s;
-        }
-        for (int j = 0; j < i; j++) {
-            double f0 = x[j], f1 = elu(x[j]), f2 = elu(-x[j]);
-            const float *Aj = fw->maf_emb_w + (size_t)j * E * 3;
-            const float *aj = fw->maf_emb_b + (size_t)j * E;
-            for (int e0 = 0; e0 < E; e0 += EC) {
-                int ne = E - e0 < EC ? E - e0 : EC;
-                for (int e = 0; e < ne; e++) {
-                    const float *A = Aj + (size_t)(e0 + e) * 3;
-                    eb[e] = gelu(A[0] * f0 + A[1] * f1 + A[2] * f2 + aj[e0 + e]);
-                }
-                for (int h = 0; h < nh; h++) {
-                    const float *Fr = Fi + (size_t)(h0 + h) * FE + (size_t)j * E + e0;
-                    double s = 0.0;
-                    for (int e = 0; e < ne; e++)
-                        s += (double)Fr[e] * eb[e];
-                    hb[h] += s;
-                }
-            }
         }
         /* out = O g + o: dO, and dh = (O^T dout) * GELU'(h) */
         for (int h = 0; h < nh; h++)
@@ -487,82 +451,48 @@ void maf_channel_backward(const FlowWeights *fw, FlowWeights *gw, int c, int K, 
             for (int h = 0; h < nh; h++)
                 dOr[h] += (float)(dk * hb[h]);
         }
-        /* context: db, dC += dh G^T, dG += C^T dh */
+        /* the context part (the caller turns dcg into dC, db and dG), the
+         * feature weights dF_i += dh e^T and de += F_i^T dh */
         for (int h = 0; h < nh; h++) {
-            dbi[h0 + h] += (float)dh[h];
-            float *dCr = dCi + (size_t)(h0 + h) * D;
             double dhh = dh[h];
+            dcg[h0 + h] += (float)dhh;
             if (dhh == 0.0)
                 continue;
-            for (int t = 0; t < D; t++)
-                dCr[t] += (float)(dhh * G[t]);
-        }
-        if (gwhole) {
-            for (int h = 0; h < nh; h++) {
-                const float *row = Ci + (size_t)(h0 + h) * D;
-                double dhh = dh[h];
-                for (int t = 0; t < D; t++)
-                    gacc[t] += dhh * row[t];
+            const float *Fr = Fi + (size_t)(h0 + h) * FE;
+            float *dFr = dFi + (size_t)(h0 + h) * FE;
+            for (int t = 0; t < ie; t++) {
+                dFr[t] += (float)(dhh * e[t]);
+                de[t] += dhh * Fr[t];
             }
-        } else {
-            for (int t0 = 0; t0 < D; t0 += GD) {
-                int nt = D - t0 < GD ? D - t0 : GD;
-                for (int t = 0; t < nt; t++)
-                    gacc[t] = 0.0;
-                for (int h = 0; h < nh; h++) {
-                    const float *row = Ci + (size_t)(h0 + h) * D + t0;
-                    double dhh = dh[h];
-                    for (int t = 0; t < nt; t++)
-                        gacc[t] += dhh * row[t];
-                }
-                for (int t = 0; t < nt; t++)
-                    dG[t0 + t] += (float)gacc[t];
-            }
-        }
-        /* the embeddings of the earlier channels */
-        for (int j = 0; j < i; j++) {
-            double f0 = x[j], f1 = elu(x[j]), f2 = elu(-x[j]);
-            double d1 = elu_d(x[j]), d2 = -elu_d(-x[j]);
-            const float *Aj = fw->maf_emb_w + (size_t)j * E * 3;
-            const float *aj = fw->maf_emb_b + (size_t)j * E;
-            float *dAj = gw->maf_emb_w + (size_t)j * E * 3;
-            float *daj = gw->maf_emb_b + (size_t)j * E;
-            double dxj = 0.0;
-            for (int e0 = 0; e0 < E; e0 += EC) {
-                int ne = E - e0 < EC ? E - e0 : EC;
-                double ud[EC], de[EC];
-                for (int e = 0; e < ne; e++) {
-                    const float *A = Aj + (size_t)(e0 + e) * 3;
-                    eb[e] = gelu_d(A[0] * f0 + A[1] * f1 + A[2] * f2 + aj[e0 + e], &ud[e]);
-                    de[e] = 0.0;
-                }
-                for (int h = 0; h < nh; h++) {
-                    size_t off = (size_t)(h0 + h) * FE + (size_t)j * E + e0;
-                    const float *Fr = Fi + off;
-                    float *dFr = dFi + off;
-                    double dhh = dh[h];
-                    for (int e = 0; e < ne; e++) {
-                        dFr[e] += (float)(dhh * eb[e]);
-                        de[e] += dhh * Fr[e];
-                    }
-                }
-                for (int e = 0; e < ne; e++) {
-                    const float *A = Aj + (size_t)(e0 + e) * 3;
-                    float *dA = dAj + (size_t)(e0 + e) * 3;
-                    double du = de[e] * ud[e];
-                    dA[0] += (float)(du * f0);
-                    dA[1] += (float)(du * f1);
-                    dA[2] += (float)(du * f2);
-                    daj[e0 + e] += (float)du;
-                    dxj += du * (A[0] + A[1] * d1 + A[2] * d2);
-                }
-            }
-            dx[j] += dxj;
         }
     }
-    if (gwhole)
-        for (int t = 0; t < D; t++)
-            dG[t] += (float)gacc[t];
+}
+
+void maf_embed_backward(const FlowWeights *fw, FlowWeights *gw, int E, int j, double xj,
+                        const double *dej, double *dxj) {
+    double xf = (float)xj;
+    double f0 = xf, f1 = elu(xf), f2 = elu(-xf);
+    double d1 = elu_d(xf), d2 = -elu_d(-xf);
+    const float *Aj = fw->maf_emb_w + (size_t)j * E * 3;
+    const float *aj = fw->maf_emb_b + (size_t)j * E;
+    float *dAj = gw->maf_emb_w + (size_t)j * E * 3;
+    float *daj = gw->maf_emb_b + (size_t)j * E;
+    double dx = 0.0;
+    for (int e = 0; e < E; e++) {
+        if (dej[e] == 0.0)
+            continue;
+        const float *A = Aj + (size_t)e * 3;
+        float *dA = dAj + (size_t)e * 3;
+        double ud;
+        gelu_d(A[0] * f0 + A[1] * f1 + A[2] * f2 + aj[e], &ud);
+        double du = dej[e] * ud;
+        dA[0] += (float)(du * f0);
+        dA[1] += (float)(du * f1);
+        dA[2] += (float)(du * f2);
+        daj[e] += (float)du;
+        dx += du * (A[0] + A[1] * d1 + A[2] * d2);
+    }
+    *dxj += dx;
 }
 
 /* ---- codebook R_t ----------------------------------------------------------------- */

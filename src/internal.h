@@ -87,6 +87,12 @@ typedef struct {
     float *maf_out_b;       /* [c, 3K] */
 } FlowWeights;
 
+/* The per-row matrix product a flow computes from G: its head (width
+ * flow_hout), or for a maf flow the context part of every channel's hidden
+ * layer, [C_0 G + b_0 | ... | C_{c-1} G + b_{c-1}] (width c*H2). Returns the
+ * width; *W [width, D] and *b [width] point into fw (NULL fw: width only). */
+int flow_head(const Config *cfg, int l, const FlowWeights *fw, const float **W, const float **b);
+
 #define MAX_BLOCKS 32
 
 typedef struct {
@@ -243,10 +249,14 @@ double mixd_forward(const float *logits, const float *mu, const float *logsig, i
 tflm_status mixd_inverse(const float *logits, const float *mu, const float *logsig, int V, int d,
                          const double *y, double *z, double *lpc, double *logp);
 
-/* maf head (src/maf.c): the 3K parameters of channel i of one position, given
- * the context G[D] and the position's own input channels x[0..i-1]. */
-void maf_channel(const FlowWeights *fw, int c, int K, int E, int H2, int D,
-                 const float *G, const double *x, int i, float *out3K);
+/* maf head (src/maf.c). maf_embed: e_j [E] of channel j's input x_j.
+ * maf_channel: the 3K parameters of channel i of one position, given
+ * cg[H2] = C_i G + b_i (the context part, computed for all rows and channels
+ * at once as one matrix product: see flow_head) and e = [e_0 | ... | e_{i-1}]
+ * (i*E floats, from maf_embed; only channels j < i are read). */
+void maf_embed(const FlowWeights *fw, int E, int j, double xj, float *ej);
+void maf_channel(const FlowWeights *fw, int c, int K, int E, int H2,
+                 const float *cg, const float *e, int i, float *out3K);
 
 /* ---- codebook (src/codebook.c) --------------------------------------------- */
 /* logits l_k(z) in double, [V] (DESIGN §2.1) */

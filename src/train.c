@@ -109,6 +109,8 @@ typedef struct {
     TfActs acts[MAX_FLOWS];
     float *dHO, *dG, *dxin;           /* [nb*N, hmax], [nb*N, D], [nb*N, cin] */
     double *dh, *dX;                  /* [nb, N, c] */
+    float *emb;                       /* [(c-1)*Emax] maf embeddings of one position */
+    double *demb;                     /* [(c-1)*Emax] their gradient */
     float *gbuf;                      /* gradients, params-table order */
     Weights gw;
     ParamTable gt;
@@ -176,6 +178,8 @@ static void tw_free(TW *w) {
     free(w->dxin);
     free(w->dh);
     free(w->dX);
+    free(w->emb);
+    free(w->demb);
     free(w->gbuf);
     params_free(&w->gt);
     memset(w, 0, sizeof *w);
@@ -189,7 +193,8 @@ static tflm_status tw_init(TW *w, const Model *m, int nb) {
     size_t R = (size_t)nb * N;
     int hmax = 1;
     int nflows = cf->is_ar ? 1 : cf->L;
-    for (int l = 1; l <= nflows; l++) if (flow_hout(cf, l) > hmax) hmax = flow_hout(cf, l);
+    for (int l = 1; l <= nflows; l++)
+        if (flow_head(cf, l, NULL, NULL, NULL) > hmax) hmax = flow_head(cf, l, NULL, NULL, NULL);
     int ok = 1;
     ok &= !!(w->tok = calloc((size_t)nb * T, sizeof(int)));
     ok &= !!(w->eps = calloc((size_t)nb * T * cf->d, sizeof(float)));
@@ -201,7 +206,7 @@ static tflm_status tw_init(TW *w, const Model *m, int nb) {
         ok &= !!(w->xin[l] = calloc(R * cin, sizeof(float)));
         ok &= !!(w->pos[l] = calloc(R, sizeof(int)));
         ok &= !!(w->G[l] = calloc(R * D, sizeof(float)));
-        ok &= !!(w->HO[l] = calloc(R * (flow_hout(cf, l + 1) > 0 ? flow_hout(cf, l + 1) : 1), sizeof(float)));
+        ok &= !!(w->HO[l] = calloc(R * flow_head(cf, l + 1, NULL, NULL, NULL), sizeof(float)));
         TfDims dm = { D, cf->H, cf->flow[l].layers, cin, (float)cf->ln_eps };
         if (ok && tfa_init(&w->acts[l], &dm, nb, N) != TFLM_OK) ok = 0;
     }
@@ -210,6 +215,10 @@ static tflm_status tw_init(TW *w, const Model *m, int nb) {
     ok &= !!(w->dxin = calloc(R * cin, sizeof(float)));
     ok &= !!(w->dh = calloc(R * c, sizeof(double)));
     ok &= !!(w->dX = calloc(R * c, sizeof(double)));
+    int emax = 1;
+    for (int l = 0; l < nflows; l++) if (cf->flow[l].maf_E > emax) emax = cf->flow[l].maf_E;
+    ok &= !!(w->emb = calloc((size_t)c * emax, sizeof(float)));
+    ok &= !!(w->demb = calloc((size_t)c * emax, sizeof(double)));
     if (ok && params_build(&w->gt, cf, &w->gw) != TFLM_OK) ok = 0;
     if (ok) ok &= !!(w->gbuf = calloc(w->gt.total, sizeof(float)));
     if (!ok) {
@@ -287,9 +296,9 @@ static tflm_status flow_fwd(Trainer *t, TW *w, int l, int nbw) {
     TfDims dm = { D, cf->H, cf->flow[l - 1].layers, c, (float)cf->ln_eps };
     tflm_status st = tf_train_forward(t->ops, fw, &dm, &w->acts[l - 1], xin, pos, nbw, N, w->G[l - 1]);
     if (st != TFLM_OK) return st;
-    int hout = flow_hout(cf, l);
-    if (cf->flow[l - 1].maf_E == 0)
-        t->ops->matmul(w->HO[l - 1], w->G[l - 1], fw->head_w, fw->head_b, nbw * N, D, hout);
+    const float *HW, *Hb;
+    int hout = flow_head(cf, l, fw, &HW, &Hb);
+    t->ops->matmul(w->HO[l - 1], w->G[l - 1], HW, Hb, nbw * N, D, hout);
     double lp = 0, ln = 0;
     for (int b = 0; b < nbw; b++)
         for (int s = 0; s < N; s++) {
@@ -298,7 +307,7 @@ static tflm_status flow_fwd(Trainer *t, TW *w, int l, int nbw) {
             size_t at = ((size_t)b * N + p) * c;
             float Y[512];
             double a, z;
-            st = flow_couple_forward(m, l, w->G[l - 1] + row * D, w->HO[l - 1] + row * (hout > 0 ? hout : 0),
+            st = flow_couple_forward(m, l, w->HO[l - 1] + row * hout,
                                      hin + at, Y, w->own[l - 1] + at, &a, &z);
             if (st != TFLM_OK) return st;
             lp += a;
@@ -321,9 +330,10 @@ static tflm_status flow_bwd(Trainer *t, TW *w, int l, int nbw, int top, int need
     const FlowWeights *fw = &m->w.flow[l - 1];
     FlowWeights *gf = &w->gw.flow[l - 1];
     int N = cf->N, c = cf->c, D = cf->D, L = cf->L, K = fc->K, d = cf->d, V = cf->V;
-    int hout = flow_hout(cf, l), dir = fc->dir;
+    const float *HW, *Hb;
+    int hout = flow_head(cf, l, fw, &HW, &Hb), dir = fc->dir;
     size_t R = (size_t)nbw * N;
-    if (hout > 0) memset(w->dHO, 0, R * hout * sizeof(float));
+    memset(w->dHO, 0, R * hout * sizeof(float));
     memset(w->dG, 0, R * D * sizeof(float));
     memset(w->dX, 0, R * c * sizeof(double));
     for (int b = 0; b < nbw; b++)
@@ -353,8 +363,8 @@ static tflm_status flow_bwd(Trainer *t, TW *w, int l, int nbw, int top, int need
                 for (int i = 0; i < c; i++) gy[i] = 0;
             }
             for (int i = 0; i < c; i++) dx[i] = 0;
-            float *dho = hout > 0 ? w->dHO + row * hout : NULL;
-            const float *ho = hout > 0 ? w->HO[l - 1] + row * hout : NULL;
+            float *dho = w->dHO + row * hout;
+            const float *ho = w->HO[l - 1] + row * hout;
             if (fc->type == FLOW_MIXD) {
                 for (int j = 0; j < cf->P; j++) {
                     double glp = own[j * d] ? -inv : 0.0;
@@ -363,17 +373,22 @@ static tflm_status flow_bwd(Trainer *t, TW *w, int l, int nbw, int top, int need
                                   w->gw.cb_logsig, dx + j * d);
                 }
             } else if (fc->maf_E > 0) {
+                int E = fc->maf_E, H2 = fc->maf_H;
                 float prm[3 * 1024], dout[3 * 1024];
+                for (int j = 0; j < c - 1; j++) maf_embed(fw, E, j, x[j], w->emb + (size_t)j * E);
+                memset(w->demb, 0, (size_t)(c - 1) * E * sizeof(double));
                 for (int i = c - 1; i >= 0; i--) {
-                    maf_channel(fw, c, K, fc->maf_E, fc->maf_H, D, w->G[l - 1] + row * D, x, i, prm);
+                    const float *cg = ho + (size_t)i * H2;
+                    maf_channel(fw, c, K, E, H2, cg, w->emb, i, prm);
                     memset(dout, 0, 3 * K * sizeof(float));
                     double glp = own[i] ? -inv : 0.0;
                     dx[i] += fc->type == FLOW_AFFINE
                         ? affine_backward(prm, fw->clamp + (size_t)i * K, x[i], glp, gy[i], dout, gf->clamp + (size_t)i * K)
                         : mix1_backward(prm, fw->clamp + (size_t)i * K, K, x[i], glp, gy[i], dout, gf->clamp + (size_t)i * K);
-                    maf_channel_backward(fw, gf, c, K, fc->maf_E, fc->maf_H, D, w->G[l - 1] + row * D, x, i,
-                                         dout, w->dG + row * D, dx);
+                    maf_channel_backward(fw, gf, c, K, E, H2, cg, w->emb, i, dout, dho + (size_t)i * H2, w->demb);
                 }
+                for (int j = 0; j < c - 1; j++)
+                    maf_embed_backward(fw, gf, E, j, x[j], w->demb + (size_t)j * E, &dx[j]);
             } else {
                 for (int i = 0; i < c; i++) {
                     const float *prm = ho + (size_t)i * 3 * K;
@@ -387,10 +402,11 @@ static tflm_status flow_bwd(Trainer *t, TW *w, int l, int nbw, int top, int need
             }
             for (int i = 0; i < c; i++) w->dX[at + i] += dx[i];
         }
-    if (fc->maf_E == 0) {
-        /* dG = dHO @ head_w, and the head's gradients */
-        t->ops->matmul_backward(w->dG, gf->head_w, gf->head_b, w->dHO, w->G[l - 1], fw->head_w, (int)R, D, hout);
-    }
+    /* dG = dHO @ W, and the gradients of the head (maf: of C and b) */
+    if (fc->maf_E > 0)
+        t->ops->matmul_backward(w->dG, gf->maf_ctx_w, gf->maf_hid_b, w->dHO, w->G[l - 1], HW, (int)R, D, hout);
+    else
+        t->ops->matmul_backward(w->dG, gf->head_w, gf->head_b, w->dHO, w->G[l - 1], HW, (int)R, D, hout);
     TfDims dm = { D, cf->H, fc->layers, c, (float)cf->ln_eps };
     /* dxin is always needed: row 0 of each window is the trainable sos */
     tflm_status st = tf_train_backward(t->ops, fw, gf, &dm, &w->acts[l - 1], w->dG, w->dxin);

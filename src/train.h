@@ -61,11 +61,17 @@ void mixd_backward(const float *logits, const float *mu, const float *logsig, in
                    const double *z, double glp, const double *gy, float *dlogits, float *dmu,
                    float *dlogsig, double *dz);
 
-/* maf channel i: given dout [3K] = dL/d(out_i), accumulate weight gradients
- * into gw's maf tensors, dL/dG into dG [D], and dL/dx_j (j < i) into dx. */
+/* maf channel i: given dout [3K] = dL/d(out_i), accumulate the gradients of
+ * the feature and output weights into gw's maf tensors, dL/d(cg) into dcg
+ * [H2] (the context part C_i G + b_i; its matrix product is differentiated
+ * by the caller) and dL/de into de [i*E] (e as maf_channel's). */
 void maf_channel_backward(const FlowWeights *fw, FlowWeights *gw, int c, int K, int E, int H2,
-                          int D, const float *G, const double *x, int i, const float *dout,
-                          float *dG, double *dx);
+                          const float *cg, const float *e, int i, const float *dout,
+                          float *dcg, double *de);
+/* e_j = maf_embed(x_j): given dej [E] = dL/de_j, accumulate the embedding
+ * weights' gradients into gw and dL/dx_j into *dxj */
+void maf_embed_backward(const FlowWeights *fw, FlowWeights *gw, int E, int j, double xj,
+                        const double *dej, double *dxj);
 
 /* R = -LSE_k l_k(z): accumulate g * dR/dmu, g * dR/dlogsig into the
  * codebook gradients and ADD g * dR/dz into dz [d]. */

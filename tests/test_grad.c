@@ -26,6 +26,13 @@
 #include "tap.h"
 
 #define TOL 2e-6
+/* The maf head runs in single precision like the transformer (DESIGN §2.3):
+ * its context part C_i G + b_i and the embeddings e_j enter
+ * maf_channel_backward rounded to float, and dL/d(C_i G + b_i) leaves as a
+ * float (the engine does that product for all rows in one sgemm). Three
+ * roundings of 6e-8, amplified by cancellation over up to (c-1)E + D terms
+ * (measured up to 3.4e-5 with E = 70, D = 300), so 1e-4. */
+#define MAF_TOL 1e-4
 #define FLOOR 1e-4
 
 /* ---- a small deterministic generator (splitmix64) ---------------------------- */
@@ -559,6 +566,9 @@ static void test_maf_case(int c, int E, int H2, int K, int D, int nsub) {
     double *f = malloc(sizeof(double) * n), *gs = malloc(sizeof(double) * n);
     double *fs = malloc(sizeof(double) * n), *fe = malloc(sizeof(double) * n);
     float *G = malloc(sizeof(float) * D), *dG = malloc(sizeof(float) * D);
+    float *cg = malloc(sizeof(float) * H2), *dcg = malloc(sizeof(float) * H2);
+    float *e = malloc(sizeof(float) * c * E);
+    double *de = malloc(sizeof(double) * c * E);
     double x[64], dx[64], dout[64];
     float doutf[64], out[64];
     for (size_t t = 0; t < np; t++) {
@@ -581,7 +591,9 @@ static void test_maf_case(int c, int E, int H2, int K, int D, int nsub) {
         for (int t = 0; t < D; t++)
             G[t] = rf(rnorm());
         for (int j = 0; j < c; j++)
-            x[j] = 1.5 * rnorm();
+            x[j] = rf(1.5 * rnorm());
+        for (int j = 0; j < c - 1; j++)
+            maf_embed(&fw, E, j, x[j], e + (size_t)j * E);
         for (int i = 0; i < c; i++) {
             m.i = i;
             for (int k = 0; k < 3 * K; k++) {
@@ -595,8 +607,16 @@ static void test_maf_case(int c, int E, int H2, int K, int D, int nsub) {
                 th[m.o_G + t] = G[t];
             for (int j = 0; j < c; j++)
                 th[m.o_x + j] = x[j];
+            /* the context part C_i G + b_i, as the engine's matrix product gives it */
+            for (int h = 0; h < H2; h++) {
+                const float *row = fw.maf_ctx_w + ((size_t)i * H2 + h) * D;
+                double sacc = fw.maf_hid_b[(size_t)i * H2 + h];
+                for (int t = 0; t < D; t++)
+                    sacc += (double)row[t] * G[t];
+                cg[h] = (float)sacc;
+            }
             /* the reference forward against maf_channel (float) */
-            maf_channel(&fw, c, K, E, H2, D, G, x, i, out);
+            maf_channel(&fw, c, K, E, H2, cg, e, i, out);
             double Lf = 0.0, Lr = maf_ref(th, &m), sc = 0.0;
             for (int k = 0; k < 3 * K; k++) {
                 Lf += dout[k] * out[k];
@@ -607,7 +627,29 @@ static void test_maf_case(int c, int E, int H2, int K, int D, int nsub) {
             memset(dG, 0, sizeof(float) * D);
             for (int j = 0; j < c; j++)
                 dx[j] = 0.0;
-            maf_channel_backward(&fw, &gw, c, K, E, H2, D, G, x, i, doutf, dG, dx);
+            memset(dcg, 0, sizeof(float) * H2);
+            for (int t = 0; t < c * E; t++)
+                de[t] = 0.0;
+            maf_channel_backward(&fw, &gw, c, K, E, H2, cg, e, i, doutf, dcg, de);
+            for (int t = i * E; t < c * E; t++)
+                untouched &= de[t] == 0.0;
+            for (int j = 0; j < c - 1; j++)
+                maf_embed_backward(&fw, &gw, E, j, x[j], de + (size_t)j * E, &dx[j]);
+            /* the caller's part (the matmul op's backward): dC += dcg G^T,
+             * db += dcg, dG = C^T dcg (summed in double: this test checks the
+             * maf head's arithmetic, not float accumulation over H2 terms) */
+            for (int t = 0; t < D; t++) {
+                double sacc = 0.0;
+                for (int h = 0; h < H2; h++)
+                    sacc += (double)dcg[h] * fw.maf_ctx_w[((size_t)i * H2 + h) * D + t];
+                dG[t] = (float)sacc;
+            }
+            for (int h = 0; h < H2; h++) {
+                float *drow = gw.maf_ctx_w + ((size_t)i * H2 + h) * D;
+                gw.maf_hid_b[(size_t)i * H2 + h] += dcg[h];
+                for (int t = 0; t < D; t++)
+                    drow[t] += (float)((double)dcg[h] * G[t]);
+            }
             for (size_t t = 0; t < np; t++)
                 g[t] = gf[t];
             for (int t = 0; t < D; t++)
@@ -643,17 +685,18 @@ static void test_maf_case(int c, int E, int H2, int K, int D, int nsub) {
             }
             int wi = 0;
             double ee = gerr(gs, f, fe, (int)ns, &wi);
-            if (ee > TOL && getenv("TG_DEBUG"))
+            if (ee > MAF_TOL && getenv("TG_DEBUG"))
                 printf("#  maf i=%d idx %d of %zu: g %.10g f %.10g fe %.3g\n", i, wi, ns, gs[wi], f[wi], fe[wi]);
             worst = fmax(worst, ee);
             nchk += (int)ns;
         }
     }
     CHECK(worst_fwd <= 1e-5, "maf: double-precision reference = maf_channel (%.2g)", worst_fwd);
-    CHECK(worst <= TOL, "maf_channel_backward (c=%d E=%d H2=%d K=%d D=%d, %d gradients) vs "
-          "finite differences: rel err %.2g (tol %g)", c, E, H2, K, D, nchk, worst, TOL);
+    CHECK(worst <= MAF_TOL, "maf_channel_backward (c=%d E=%d H2=%d K=%d D=%d, %d gradients) vs "
+          "finite differences: rel err %.2g (tol %g)", c, E, H2, K, D, nchk, worst, MAF_TOL);
     CHECK(untouched, "maf_channel_backward: nothing flows to x_j or e_j for j >= i");
     free(wf); free(gf); free(th); free(g); free(f); free(gs); free(fs); free(fe); free(G); free(dG);
+    free(cg); free(dcg); free(e); free(de);
 }
 
 /* ---- codebook R --------------------------------------------------------------------- */

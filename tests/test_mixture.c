@@ -649,6 +649,18 @@ static float *rand_arr(size_t n, double scale) {
     return a;
 }
 
+/* the context part C_i G + b_i of channel i (what flow_head's matrix product
+ * gives the engine), in float as the matmul op computes it */
+static void maf_cg(const FlowWeights *fw, int H2, int D, const float *G, int i, float *cg) {
+    for (int h = 0; h < H2; h++) {
+        const float *row = fw->maf_ctx_w + ((size_t)i * H2 + h) * D;
+        float s = fw->maf_hid_b[(size_t)i * H2 + h];
+        for (int t = 0; t < D; t++)
+            s += row[t] * G[t];
+        cg[h] = s;
+    }
+}
+
 static void test_maf_case(int c, int E, int H2, int K, int D) {
     FlowWeights fw;
     memset(&fw, 0, sizeof fw);
@@ -663,13 +675,18 @@ static void test_maf_case(int c, int E, int H2, int K, int D) {
     double *x = malloc(sizeof(double) * c), *x2 = malloc(sizeof(double) * c);
     double *ref = malloc(sizeof(double) * 3 * K);
     float *out = malloc(sizeof(float) * 3 * K), *out2 = malloc(sizeof(float) * 3 * K);
+    float *cg = malloc(sizeof(float) * H2);
+    float *e = malloc(sizeof(float) * c * E), *e2 = malloc(sizeof(float) * c * E);
     double worst = 0;
     int indep = 1;
     for (int trial = 0; trial < 20; trial++) {
         for (int j = 0; j < c; j++)
             x[j] = 1.5 * rnorm();
+        for (int j = 0; j < c - 1; j++)
+            maf_embed(&fw, E, j, x[j], e + (size_t)j * E);
         for (int i = 0; i < c; i++) {
-            maf_channel(&fw, c, K, E, H2, D, G, x, i, out);
+            maf_cg(&fw, H2, D, G, i, cg);
+            maf_channel(&fw, c, K, E, H2, cg, e, i, out);
             maf_ref(&fw, c, K, E, H2, D, G, x, i, ref);
             double scale = 0;
             for (int k = 0; k < 3 * K; k++)
@@ -680,7 +697,9 @@ static void test_maf_case(int c, int E, int H2, int K, int D) {
             memcpy(x2, x, sizeof(double) * c);
             for (int j = i; j < c; j++)
                 x2[j] = 10 * rnorm();
-            maf_channel(&fw, c, K, E, H2, D, G, x2, i, out2);
+            for (int j = 0; j < c - 1; j++)
+                maf_embed(&fw, E, j, x2[j], e2 + (size_t)j * E);
+            maf_channel(&fw, c, K, E, H2, cg, e2, i, out2);
             if (memcmp(out, out2, sizeof(float) * 3 * K) != 0)
                 indep = 0;
         }
@@ -691,16 +710,19 @@ static void test_maf_case(int c, int E, int H2, int K, int D) {
     CHECK(indep, "maf_channel out_i does not depend on x_j for j >= i (c=%d)", c);
     /* channel 0 sees only the context */
     {
-        double xz[1] = {0};
         float *o0 = malloc(sizeof(float) * 3 * K);
-        maf_channel(&fw, c, K, E, H2, D, G, x, 0, out);
-        maf_channel(&fw, c, K, E, H2, D, G, xz, 0, o0);
+        maf_cg(&fw, H2, D, G, 0, cg);
+        maf_channel(&fw, c, K, E, H2, cg, e, 0, out);
+        for (int t = 0; t < (c - 1) * E; t++)
+            e2[t] = 100.0f;
+        maf_channel(&fw, c, K, E, H2, cg, e2, 0, o0);
         CHECK(memcmp(out, o0, sizeof(float) * 3 * K) == 0, "maf channel 0 reads no x");
         free(o0);
     }
     free(fw.maf_emb_w); free(fw.maf_emb_b); free(fw.maf_ctx_w); free(fw.maf_feat_w);
     free(fw.maf_hid_b); free(fw.maf_out_w); free(fw.maf_out_b);
-    free(G); free(x); free(x2); free(ref); free(out); free(out2);
+    free(G); free(x); free(x2); free(ref); free(out); free(out2); free(cg);
+    free(e); free(e2);
 }
 
 int main(void) {
