@@ -5,7 +5,10 @@
 # apply an edit and undo it, resize to 40x10 and back, save a session and
 # reload it (same text), Ctrl-C does not quit, quit asks about unsaved edits;
 # the refinement profile on Layers and Replay; a generation's text appearing
-# block by block (slowed down with :set block-delay) and Ctrl-C cancelling it.
+# block by block (slowed down with :set block-delay) and Ctrl-C cancelling it;
+# switching models: T between default.safetensors and likelihood.safetensors
+# (two different small models), :model FILE, and the errors that keep the
+# current model (a missing file, a missing partner, unsaved edits asked about).
 # Every step polls capture-pane until the expected text shows (with a
 # timeout), never a fixed sleep. TAP output; skips without tmux.
 
@@ -82,10 +85,11 @@ keys() {
 body() {
     screen | sed -n '3,27p'
 }
-start() {   # start ARGS...: the app in a fresh window named app
+MODEL=$TMP/m.safetensors
+start() {   # start ARGS...: the app on $MODEL in a fresh window named app
     $T kill-session -t app >/dev/null 2>&1
     $T new-session -d -s app -x 100 -y 30 \
-        "$TFLM ui -m '$TMP/m.safetensors' --no-history --color=never $* 2>'$TMP/err'; echo EXIT=\$?; sleep 30"
+        "$TFLM ui -m '$MODEL' --no-history --color=never $* 2>'$TMP/err'; echo EXIT=\$?; sleep 30"
 }
 
 # a small random model: generation is fast and deterministic
@@ -95,7 +99,7 @@ if ! "$TFLM" init --config "$SRC/tests/configs/tiny-mix1.json" --seed 7 -o "$TMP
     exit 0
 fi
 
-echo "1..30"
+echo "1..44"
 start -n 40
 wait_for "type a few words"
 ok $? "the app starts on the Generate screen with a compose line"
@@ -232,5 +236,77 @@ wait_for "generate: cancelled"
 ok $? "Ctrl-C cancels a running generation"
 keys C-d
 wait_for "EXIT=0"
+
+# ---- switching models ----------------------------------------------------------
+# two different small models named like the shipped pair
+mkdir "$TMP/ship" &&
+    "$TFLM" init --config "$SRC/tests/configs/tiny-mix1.json" --seed 7 \
+        -o "$TMP/ship/default.safetensors" >/dev/null 2>"$TMP/err" &&
+    "$TFLM" init --config "$SRC/tests/configs/tiny-affine.json" --seed 3 \
+        -o "$TMP/ship/likelihood.safetensors" >/dev/null 2>"$TMP/err"
+ok $? "two small models as default.safetensors and likelihood.safetensors"
+MODEL=$TMP/ship/default.safetensors
+start -n 40
+wait_for " default.safetensors, 3 flows"
+ok $? "the title names the model file"
+keys "It was a" Enter
+wait_for "generated 40 characters with seed 1"
+body >"$TMP/teach"
+keys F3
+wait_for "top 5:"
+keys T
+wait_for "model: likelihood.safetensors (3 flows, affine"
+ok $? "T switches to likelihood.safetensors and says so"
+screen | sed -n 1p | grep -F " likelihood.safetensors, 3 flows" >/dev/null &&
+    screen | grep -F "step 0/0" >/dev/null && screen | grep -F "No text yet" >/dev/null
+ok $? "the title names the new model; the old model's text and layers are gone"
+keys F2
+wait_for "> It was a"
+ok $? "the last context waits on the compose line"
+keys Enter
+wait_for "generated 40 characters with seed 1"
+r=$?
+body >"$TMP/like"
+[ $r -eq 0 ] && ! cmp -s "$TMP/teach" "$TMP/like"
+ok $? "the other model generates (another text for the same context and seed)"
+keys M-T
+wait_for "model: default.safetensors (3 flows, mix1"
+ok $? "Alt-T on the Generate screen switches back"
+keys C-c ":model $TMP/nonexistent" Enter
+wait_for "nonexistent: No such file or directory"
+r=$?
+screen | sed -n 1p | grep -F " default.safetensors, 3 flows" >/dev/null
+ok $((r + $?)) ":model with a missing file is an error and keeps the model"
+keys "It was" Enter
+wait_for "generated 40 characters with seed 1"
+ok $? "the app keeps working after the failed switch"
+keys ":m $TMP/ship/likelihood.safetensors" Enter
+wait_for "model: likelihood.safetensors"
+ok $? ":m FILE loads a model file"
+keys C-c "It was a" Enter
+wait_for "generated 40 characters"
+keys F6
+wait_for "op noise"
+keys Home v Right Right 3 Enter
+wait_for "edit applied"
+keys T
+wait_for "Switch the model anyway? (y/n)"
+ok $? "with unsaved edits T asks first"
+keys n
+wait_for "model unchanged"
+r=$?
+screen | sed -n 1p | grep -F " likelihood.safetensors, 3 flows" >/dev/null
+ok $((r + $?)) "n keeps the model"
+rm -f "$TMP/ship/default.safetensors"
+keys T
+wait_for "cannot switch: no default.safetensors in $TMP/ship"
+r=$?
+screen | sed -n 1p | grep -F " likelihood.safetensors, 3 flows" >/dev/null
+ok $((r + $?)) "T without the partner file is an error and keeps the model"
+keys q
+wait_for "Unsaved edits. Quit anyway?"
+keys y
+wait_for "EXIT=0"
+ok $? "the app quits normally after switching models"
 
 [ $failed -eq 0 ]

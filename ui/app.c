@@ -332,6 +332,9 @@ void app_draw_profile(app *a, int y, int x, const tflm_profile *p, int l) {
 
 static int rl_pending = -1;
 static char *saved_compose;   /* compose text kept while the command line is open */
+/* compose text to put back on an empty line once readline is out of its
+ * callback (readline clears the line after the line handler returns) */
+static char *pending_compose;
 static FILE *rl_null;
 
 static int app_rl_getc(FILE *f) {
@@ -390,7 +393,12 @@ static void close_cmd_line(app *a) {
     rl_set_prompt(prompt_for(0));
     rl_replace_line(saved_compose ? saved_compose : "", 0);
     rl_point = rl_end;
-    free(saved_compose);
+    if (saved_compose && *saved_compose) {   /* closed from the line handler: restored later */
+        free(pending_compose);
+        pending_compose = saved_compose;
+    } else {
+        free(saved_compose);
+    }
     saved_compose = NULL;
     a->line_on = a->scr == SCR_GENERATE;
 }
@@ -555,6 +563,10 @@ static void draw_title(app *a) {
     snprintf(right, sizeof right, " %s, %d flow%s  F1 help ", m, a->info.n_flows,
              a->info.n_flows == 1 ? "" : "s");
     int rw = (int)strlen(right);
+    if (x + rw >= COLS) {   /* narrow: the model's name alone, then only the help key */
+        snprintf(right, sizeof right, " %s ", m);
+        rw = (int)strlen(right);
+    }
     if (x + rw >= COLS) {
         snprintf(right, sizeof right, " F1 help ");
         rw = (int)strlen(right);
@@ -609,7 +621,7 @@ static int draw_line(app *a) {
     clrtoeol();
     if (!a->line_on) {
         const char *hint = a->scr == SCR_GENERATE ? "" : " q quit  ? help  : command  Tab next screen  "
-                                                      "u undo  p parameters";
+                                                      "u undo  p parameters  T model";
         app_put(y, 0, COLS, hint, A_DIM);
         return -1;
     }
@@ -652,7 +664,8 @@ static int draw_line(app *a) {
 }
 
 static void draw_confirm(app *a) {
-    const char *q = "Unsaved edits. Quit anyway? (y/n)";
+    const char *q = a->overlay == 4 ? "Unsaved edits. Switch the model anyway? (y/n)"
+                                    : "Unsaved edits. Quit anyway? (y/n)";
     int w = (int)strlen(q) + 4, x = (COLS - w) / 2, y = LINES / 2 - 1;
     int attr = a->color ? (int)(COLOR_PAIR(CP_ERR) | A_BOLD) : A_REVERSE | A_BOLD;
     for (int r = 0; r < 3; r++) {
@@ -689,7 +702,7 @@ static void draw_all(app *a) {
     int cx = draw_line(a);
     if (a->overlay == 1) help_draw(a);
     else if (a->overlay == 2) params_draw(a);
-    else if (a->overlay == 3) draw_confirm(a);
+    else if (a->overlay >= 3) draw_confirm(a);
     if (cx >= 0 && !a->overlay) {
         curs_set(1);
         move(LINES - 1, cx < COLS ? cx : COLS - 1);
@@ -745,6 +758,7 @@ static int meta_key(app *a, int c) {
         app_message(a, 0, "confidence colouring %s", a->conf_colour ? "on" : "off");
         return 1;
     case 'p': a->overlay = 2; return 1;
+    case 'T': app_other_model(a); return 1;
     case '\r': case '\n':
         if (a->line_on) { rl_insert_text("\n"); }
         return 1;
@@ -771,6 +785,7 @@ static void key_to_line(app *a, int ch) {
 }
 
 static void handle_key(app *a, int ch);
+static void model_confirm(app *a, int yes);
 
 /* ESC: Alt-key, bracketed paste, or a lone Escape */
 static void handle_escape(app *a) {
@@ -838,6 +853,7 @@ static void handle_key(app *a, int ch) {
         else a->overlay = 0;
         return;
     }
+    if (a->overlay == 4) { model_confirm(a, ch == 'y' || ch == 'Y'); return; }
     if (a->overlay == 1) { help_key(a, ch); return; }
     if (a->overlay == 2) { params_key(a, ch); return; }
     if (a->opt.demo && demo_key(a, ch)) return;
@@ -862,6 +878,7 @@ static void handle_key(app *a, int ch) {
     case 'U': app_redo(a); break;
     case 'n': case 's': case 'c': meta_key(a, ch); break;
     case 'g': app_set_screen(a, SCR_GENERATE); break;
+    case 'T': app_other_model(a); break;
     }
 }
 
@@ -921,6 +938,14 @@ int app_command(app *a, const char *line) {
         app_message(a, 0, "exported %s to %s", kind, path);
         return 0;
     }
+    if (!strcmp(cmd, "m") || !strcmp(cmd, "model")) {
+        if (!rest || !*rest) {
+            app_message(a, 1, ":model FILE (now %s; T switches to the other shipped model)",
+                        a->model_path);
+            return 1;
+        }
+        return app_use_model(a, rest);
+    }
     if (!strcmp(cmd, "undo")) return app_undo(a);
     if (!strcmp(cmd, "redo")) return app_redo(a);
     if (!strcmp(cmd, "help")) { a->overlay = 1; return 0; }
@@ -934,7 +959,7 @@ int app_command(app *a, const char *line) {
     if (!strcmp(cmd, "screen") && rest) cmd = rest;
     for (int i = 0; i < SCR_COUNT; i++)
         if (!strcmp(cmd, names[i])) { app_set_screen(a, i); return 0; }
-    app_message(a, 1, "unknown command '%s' (try :set, :save, :load, :export, :undo, :help)", cmd);
+    app_message(a, 1, "unknown command '%s' (try :set, :save, :load, :export, :model, :undo, :help)", cmd);
     return 1;
 }
 
@@ -964,6 +989,25 @@ static void curses_stop(void) {
     g_curses_on = 0;
 }
 
+/* ---- the model: loading and switching ---------------------------------------------------------- */
+
+/* the app's load parameters: threads, BLAS, and our progress callback */
+static void model_params(app *a, tflm_params *p) {
+    tflm_params_default(p);
+    const char *tenv = getenv("TFLM_THREADS");
+    int th = 0;
+    if (tenv && *tenv && cli_parse_int(tenv, 1, 1024, &th) == 0) p->threads = th;
+    if (a->opt.threads > 0) p->threads = a->opt.threads;
+    if (a->opt.no_blas) p->use_blas = 0;
+    p->progress = app_progress;
+    p->user = a;
+}
+
+static const char *base_name(const char *path) {
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
 static int app_load(app *a) {
     cli_common c;
     cli_common_init(&c, a->opt.demo ? "demo" : "ui");
@@ -973,23 +1017,146 @@ static int app_load(app *a) {
     const char *path = NULL;
     int rc = cli_load_model(&c, &a->ctx, &path);
     if (rc != EXIT_OK) return rc;
-    a->model_path = path;
+    snprintf(a->model_file, sizeof a->model_file, "%s", path);
+    a->model_path = a->model_file;
     tflm_free(a->ctx);
     a->ctx = NULL;
     /* load again with our own progress callback */
     tflm_params p;
-    tflm_params_default(&p);
-    const char *tenv = getenv("TFLM_THREADS");
-    int th = 0;
-    if (tenv && *tenv && cli_parse_int(tenv, 1, 1024, &th) == 0) p.threads = th;
-    if (a->opt.threads > 0) p.threads = a->opt.threads;
-    if (a->opt.no_blas) p.use_blas = 0;
-    p.progress = app_progress;
-    p.user = a;
+    model_params(a, &p);
     tflm_status st = tflm_load(&a->ctx, path, &p);
     if (st != TFLM_OK) return cli_fail(st, path);
     tflm_get_info(a->ctx, &a->info);
     return EXIT_OK;
+}
+
+static void apply_pending_compose(app *a) {
+    if (!pending_compose || a->cmd_mode) return;
+    if (rl_end == 0) {   /* never replace what the user is typing */
+        rl_replace_line(pending_compose, 0);
+        rl_point = rl_end;
+    }
+    free(pending_compose);
+    pending_compose = NULL;
+}
+
+/* Load path into a fresh context *out; on failure a message, the app's model
+ * untouched, and 1. */
+static int model_load(app *a, const char *path, tflm_ctx **out) {
+    *out = NULL;
+    if (access(path, R_OK) != 0) {
+        app_message(a, 1, "%s: %s (model unchanged)", path, strerror(errno));
+        return 1;
+    }
+    app_message(a, 0, "loading %s ...", path);
+    draw_all(a);
+    tflm_params p;
+    model_params(a, &p);
+    tflm_status st = tflm_load(out, path, &p);
+    g_sigint = 0;
+    if (st == TFLM_OK) return 0;
+    *out = NULL;
+    const char *e = tflm_last_error();
+    size_t n = strlen(path);
+    if (st == TFLM_ECANCELLED) e = "loading cancelled";
+    else if (!e || !*e) e = tflm_status_str(st);
+    if (strncmp(e, path, n) == 0 && e[n] == ':') app_message(a, 1, "%s (model unchanged)", e);
+    else app_message(a, 1, "%s: %s (model unchanged)", path, e);
+    return 1;
+}
+
+/* Make the loaded context nc (of file path) the app's model: free the old
+ * context and everything that came from it: the session's steps (their
+ * traces are read with the model's vocabulary and layers), the views'
+ * cursors, the replay and the edit span. Settings and the compose line
+ * stay; the last context is offered again on an empty compose line. */
+static void model_swap(app *a, tflm_ctx *nc, const char *path) {
+    char file[sizeof a->model_file];
+    snprintf(file, sizeof file, "%s", path);   /* path may be a->pending_model */
+    const char *last = NULL;   /* the last generation's context */
+    for (int i = a->cur; i >= 0 && !last; i--)
+        if (a->docs[i]->kind == DOC_GEN) last = a->docs[i]->context;
+    if (last && *last && !pending_compose) pending_compose = strdup(last);
+    for (int i = 0; i < a->n_docs; i++) doc_free(a->docs[i]);
+    free(a->docs);
+    a->docs = NULL;
+    a->n_docs = a->cap_docs = 0;
+    a->cur = -1;
+    a->dirty = a->dirty_edits = 0;
+    a->session_path[0] = 0;   /* :w must not overwrite the old model's session */
+    tflm_free(a->ctx);
+    a->ctx = nc;
+    tflm_get_info(a->ctx, &a->info);
+    snprintf(a->model_file, sizeof a->model_file, "%s", file);
+    a->model_path = a->model_file;
+    a->cur_tok = a->cur_layer = a->top_band = 0;
+    a->ed_a = a->ed_b = -1;
+    a->ed_anchor = -1;
+    a->ed_show_after = 0;
+    a->ed_layer = a->info.n_flows;
+    replay_reset(a);
+    char size[32];
+    if (a->info.n_params >= 1000000) snprintf(size, sizeof size, "%.1fM", a->info.n_params / 1e6);
+    else snprintf(size, sizeof size, "%.0fk", a->info.n_params / 1e3);
+    app_message(a, 0, "model: %s (%d flow%s, %s, %s parameters, window %d)", base_name(file),
+                a->info.n_flows, a->info.n_flows == 1 ? "" : "s",
+                a->info.is_ar ? "ar" : a->info.flows[0].type, size, a->info.window);
+}
+
+/* the answer to the question of overlay 4 */
+static void model_confirm(app *a, int yes) {
+    tflm_ctx *nc = a->pending_ctx;
+    a->pending_ctx = NULL;
+    if (a->overlay == 4) a->overlay = 0;
+    if (!nc) return;
+    if (yes && !a->busy) {
+        model_swap(a, nc, a->pending_model);
+    } else {
+        tflm_free(nc);
+        app_message(a, 0, "model unchanged");
+    }
+}
+
+int app_use_model(app *a, const char *path) {
+    if (a->busy) { app_message(a, 1, "busy: wait or press Ctrl-C"); return 1; }
+    if (strlen(path) >= sizeof a->model_file) { app_message(a, 1, "model path too long"); return 1; }
+    model_confirm(a, 0);
+    tflm_ctx *nc;
+    if (model_load(a, path, &nc)) return 1;
+    if (a->dirty_edits) {   /* the switch drops the session: ask, as quitting does */
+        snprintf(a->pending_model, sizeof a->pending_model, "%s", path);
+        a->pending_ctx = nc;
+        a->overlay = 4;
+        app_message(a, 0, "loaded %s", path);
+        return 0;
+    }
+    model_swap(a, nc, path);
+    return 0;
+}
+
+int app_other_model(app *a) {
+    static const char *const pair[2] = {"default.safetensors", "likelihood.safetensors"};
+    const char *cur = a->model_path, *base = base_name(cur);
+    char target[sizeof a->model_file];
+    int k = !strcmp(base, pair[0]) ? 1 : !strcmp(base, pair[1]) ? 0 : -1;
+    if (k >= 0) {   /* the partner in the same directory */
+        int nd = (int)(base - cur);
+        snprintf(target, sizeof target, "%.*s%s", nd, cur, pair[k]);
+        if (access(target, R_OK) != 0) {
+            const char *why = errno == ENOENT ? "no" : "no readable";
+            if (nd == 0) app_message(a, 1, "cannot switch: %s %s in .", why, pair[k]);
+            else app_message(a, 1, "cannot switch: %s %s in %.*s", why, pair[k], nd > 1 ? nd - 1 : 1, cur);
+            return 1;
+        }
+    } else {        /* another file: back to the shipped default */
+        const char *d = cli_default_model();
+        if (!d) {
+            app_message(a, 1, "no shipped default model found (use :model FILE)");
+            return 1;
+        }
+        snprintf(target, sizeof target, "%s", d);
+    }
+    return app_use_model(a, target);
 }
 
 int app_run(app_opts *o) {
@@ -1057,6 +1224,7 @@ int app_run(app_opts *o) {
             g_sigint = 0;
             if (a->busy) { a->cancel = 1; app_message(a, 0, "cancelling..."); }
         }
+        apply_pending_compose(a);
         draw_all(a);
         int timeout_ms = -1;
         if (a->busy) timeout_ms = 100;
@@ -1095,6 +1263,8 @@ int app_run(app_opts *o) {
                 continue;
             }
             handle_key(a, ch);
+            apply_pending_compose(a);
+            if (a->pending_ctx && a->overlay != 4) model_confirm(a, 0);   /* closed by Esc, Ctrl-C */
             if (a->quit) break;
         }
         if (a->scr == SCR_REPLAY && a->rp_playing) replay_tick(a);
@@ -1107,6 +1277,9 @@ int app_run(app_opts *o) {
     free(a->docs);
     demo_free(a->demo);
     tflm_free(a->ctx);
+    free(pending_compose);
+    pending_compose = NULL;
+    tflm_free(a->pending_ctx);
     free(a->live.tok);
     free(a->live.prob);
     free(a->live.prefix);

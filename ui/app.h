@@ -98,7 +98,10 @@ typedef struct {
 typedef struct app {
     tflm_ctx *ctx;
     tflm_info info;
-    const char *model_path;
+    const char *model_path;         /* points to model_file */
+    char model_file[1024];          /* the loaded model's path */
+    char pending_model[1024];       /* overlay 4: the model to switch to once confirmed */
+    tflm_ctx *pending_ctx;          /* overlay 4: that model, loaded */
     app_opts opt;
     int utf8, color, colors256, mouse;
 
@@ -123,7 +126,8 @@ typedef struct app {
 
     /* screens */
     int scr;
-    int overlay;                    /* 0 none, 1 help, 2 params, 3 quit confirm */
+    int overlay;                    /* 0 none, 1 help, 2 params, 3 quit confirm,
+                                       4 model switch confirm */
     int param_sel;
     int help_scroll;
     int quit;
@@ -172,6 +176,16 @@ void app_set_screen(app *a, int s);
 int app_command(app *a, const char *line);
 /* open the command line with a prompt kind (1 ':' command, 2 replace text) */
 void app_open_line(app *a, int kind, const char *initial);
+/* load the model file path into a fresh context and, if that works, make it
+ * the app's model: the old context and the session's steps (traces of the
+ * old model) are freed, the settings and the compose line are kept; on
+ * failure (a message) the old model stays. Asks first when edits are
+ * unsaved. 0: switched (or asked) */
+int app_use_model(app *a, const char *path);
+/* T: switch between the shipped models default.safetensors and
+ * likelihood.safetensors (same directory); from any other file, to the
+ * shipped default. 0 on success */
+int app_other_model(app *a);
 /* the current document or NULL */
 doc *app_doc(app *a);
 /* draw text in the body */

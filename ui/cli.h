@@ -91,6 +91,9 @@ int cli_getopt_error(const char *cmd, int opt, char **argv);
  * and load it with the common options and the SIGINT progress callback.
  * On failure prints one line and returns the exit status; *out is NULL. */
 int cli_load_model(const cli_common *c, tflm_ctx **out, const char **path_out);
+/* The shipped default model where the lookup of cli_load_model finds it
+ * without -m or $TFLM_MODEL (installed, source tree, build tree), or NULL. */
+const char *cli_default_model(void);
 
 /* ---- numbers ------------------------------------------------------------------- */
 /* Strict parsers: the whole string must be a number in range. 0 = ok. */

@@ -156,6 +156,19 @@ static int readable(const char *path) {
     return access(path, R_OK) == 0;
 }
 
+const char *cli_default_model(void) {
+    static const char *const where[] = {
+        TFLM_PKGDATADIR "/default.safetensors",
+        TFLM_SRCDIR "/model/default.safetensors",
+#ifdef TFLM_BUILDDIR
+        TFLM_BUILDDIR "/model/default.safetensors",   /* made by make */
+#endif
+    };
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++)
+        if (readable(where[i])) return where[i];
+    return NULL;
+}
+
 int cli_load_model(const cli_common *c, tflm_ctx **out, const char **path_out) {
     *out = NULL;
     const char *path = NULL, *env = getenv("TFLM_MODEL");
@@ -163,15 +176,7 @@ int cli_load_model(const cli_common *c, tflm_ctx **out, const char **path_out) {
         path = c->model;
     } else if (env && *env) {
         path = env;
-    } else if (readable(TFLM_PKGDATADIR "/default.safetensors")) {
-        path = TFLM_PKGDATADIR "/default.safetensors";
-    } else if (readable(TFLM_SRCDIR "/model/default.safetensors")) {
-        path = TFLM_SRCDIR "/model/default.safetensors";
-#ifdef TFLM_BUILDDIR
-    } else if (readable(TFLM_BUILDDIR "/model/default.safetensors")) {
-        path = TFLM_BUILDDIR "/model/default.safetensors";   /* made by make */
-#endif
-    } else {
+    } else if (!(path = cli_default_model())) {
         cli_msg("no model found: pass -m FILE, set TFLM_MODEL, or run "
                 "'tflm init --config CONFIG -o model.safetensors'");
         return EXIT_BADMODEL;
