@@ -22,8 +22,10 @@ for r in rows:
     for f in m["flows"]:
         s = f["type"]
         if f["type"] == "mix1": s += " K%d" % f["mixtures"]
+        if f.get("maf"): s += "+maf"
         s += " (%d)" % f["layers"]
         fl.append(s)
+    if cfg.get("sigma_floor"): fl[-1] += ", σ ≥ %g" % cfg["sigma_floor"]
     sched = cfg.get("schedule", "joint")
     if sched == "progressive": sched += " " + "/".join(map(str, cfg["stage_steps"]))
     v = json.load(open(os.path.join(out, r + ".valid.json")))["total"]["bpc"]
@@ -33,5 +35,10 @@ for r in rows:
         pg, pe = fmt_prof(p["generation"]), fmt_prof(p["encoded"])
     except Exception:
         pg = pe = "–"
-    t = "%.1f min" % (times[r] / 60) if r in times else "–"
+    t = "–"
+    logf = os.path.join(out, r + ".safetensors.log")
+    if os.path.exists(logf):
+        for line in open(logf):
+            if " done: " in line:
+                t = line.split(" done: ")[1].split(", ")[2].split(";")[0].strip()   # "N.N min", the run's own
     print("| %s | %s, %s | %d | %.4f | %.4f | %s | %s | %s |" % (r, " → ".join(fl), sched, m["patch"], v, mo, pg, pe, t))
