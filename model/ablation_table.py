@@ -8,11 +8,6 @@ def fmt_prof(p):
 
 out = sys.argv[1]
 rows = sys.argv[2:] or sorted(f[:-len(".valid.json")] for f in os.listdir(out) if f.endswith(".valid.json"))
-times = {}
-if os.path.exists(os.path.join(out, "times.txt")):
-    for line in open(os.path.join(out, "times.txt")):
-        r, _, s = line.split()
-        times[r] = int(s)
 print("| row | flows (data → noise) | P | valid bits/char | moby bits/char | profile gen. h^(L)…h^(0) % | profile encoded % | train wall |")
 print("|---|---|---:|---:|---:|---|---|---:|")
 for r in rows:

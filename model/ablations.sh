@@ -18,7 +18,6 @@ export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 for row in "$@"; do
     cfg=$HERE/recipes/ablations/$row.json
     if [ ! -f "$OUT/$row.safetensors" ]; then
-        start=$(date +%s)
         if [ -f "$OUT/$row.safetensors.ckpt" ]; then
             "$TFLM" train --resume "$OUT/$row.safetensors.ckpt" --data "$CORPUS/novels-train.txt" \
                 --valid "$CORPUS/novels-valid.txt" -o "$OUT/$row.safetensors" --threads 1 -q
@@ -26,7 +25,6 @@ for row in "$@"; do
             "$TFLM" train --config "$cfg" --data "$CORPUS/novels-train.txt" \
                 --valid "$CORPUS/novels-valid.txt" -o "$OUT/$row.safetensors" --threads 1 -q
         fi
-        echo "$row train_s $(( $(date +%s) - start ))" >> "$OUT/times.txt"
     fi
     "$TFLM" score -m "$OUT/$row.safetensors" --json "$OUT/valid100k.txt" > "$OUT/$row.valid.json"
     "$TFLM" score -m "$OUT/$row.safetensors" --json "$OUT/moby100k.txt" > "$OUT/$row.moby.json"

@@ -193,8 +193,10 @@ static tflm_status tw_init(TW *w, const Model *m, int nb) {
     size_t R = (size_t)nb * N;
     int hmax = 1;
     int nflows = cf->is_ar ? 1 : cf->L;
-    for (int l = 1; l <= nflows; l++)
-        if (flow_head(cf, l, NULL, NULL, NULL) > hmax) hmax = flow_head(cf, l, NULL, NULL, NULL);
+    for (int l = 1; l <= nflows; l++) {
+        int h = flow_head(cf, l, NULL, NULL, NULL);
+        if (h > hmax) hmax = h;
+    }
     int ok = 1;
     ok &= !!(w->tok = calloc((size_t)nb * T, sizeof(int)));
     ok &= !!(w->eps = calloc((size_t)nb * T * cf->d, sizeof(float)));
@@ -334,8 +336,7 @@ static tflm_status flow_bwd(Trainer *t, TW *w, int l, int nbw, int top, int need
     int hout = flow_head(cf, l, fw, &HW, &Hb), dir = fc->dir;
     size_t R = (size_t)nbw * N;
     memset(w->dHO, 0, R * hout * sizeof(float));
-    memset(w->dG, 0, R * D * sizeof(float));
-    memset(w->dX, 0, R * c * sizeof(double));
+    memset(w->dX, 0, R * c * sizeof(double));   /* dG: written whole by matmul_backward below */
     for (int b = 0; b < nbw; b++)
         for (int s = 0; s < N; s++) {
             size_t row = (size_t)b * N + s;

@@ -1008,24 +1008,27 @@ static const char *base_name(const char *path) {
     return b ? b + 1 : path;
 }
 
+/* cli_load_model's parameters, with the app's callbacks: no log lines on the
+ * terminal curses owns, progress through the wake pipe */
+static void app_tune(tflm_params *p, void *user) {
+    p->log = NULL;
+    p->progress = app_progress;
+    p->user = user;
+}
+
 static int app_load(app *a) {
     cli_common c;
     cli_common_init(&c, a->opt.demo ? "demo" : "ui");
     c.model = a->opt.model_path;
     c.threads = a->opt.threads;
     c.no_blas = a->opt.no_blas;
+    c.tune = app_tune;
+    c.tune_user = a;
     const char *path = NULL;
     int rc = cli_load_model(&c, &a->ctx, &path);
     if (rc != EXIT_OK) return rc;
     snprintf(a->model_file, sizeof a->model_file, "%s", path);
     a->model_path = a->model_file;
-    tflm_free(a->ctx);
-    a->ctx = NULL;
-    /* load again with our own progress callback */
-    tflm_params p;
-    model_params(a, &p);
-    tflm_status st = tflm_load(&a->ctx, path, &p);
-    if (st != TFLM_OK) return cli_fail(st, path);
     tflm_get_info(a->ctx, &a->info);
     return EXIT_OK;
 }

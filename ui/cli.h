@@ -74,6 +74,9 @@ typedef struct {
     int threads;         /* --threads or $TFLM_THREADS; 0 = not given */
     int no_blas;         /* --no-blas */
     int device;          /* --device or $TFLM_DEVICE: TFLM_DEVICE_*; -1 = not given */
+    /* optional: adjust the load parameters (callbacks) before cli_load_model loads */
+    void (*tune)(tflm_params *p, void *user);
+    void *tune_user;
 } cli_common;
 
 void cli_common_init(cli_common *c, const char *cmd);

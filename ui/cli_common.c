@@ -204,6 +204,7 @@ int cli_load_model(const cli_common *c, tflm_ctx **out, const char **path_out) {
     if (device >= 0) p.device = device;
     p.log = cli_log;
     p.progress = cli_progress;
+    if (c->tune) c->tune(&p, c->tune_user);
     tflm_status st = tflm_load(out, path, &p);
     if (st != TFLM_OK) {
         *out = NULL;
