@@ -282,6 +282,9 @@ typedef struct {
     int has_seed;           /* 1: seed overrides the training config's seed */
     uint64_t seed;
     double time_limit_s;    /* > 0: stop (with a checkpoint) after this many seconds */
+    long stop_at;           /* > 0: finish at this step, writing out_path (and the checkpoint) as
+                               if the schedule ended there; the learning-rate schedule keeps its
+                               full length. A checkpoint already at stop_at is just written out. */
     volatile int *stop;     /* set non-zero (e.g. from a signal handler) to stop after the
                                current step, writing a checkpoint */
     void (*log)(void *user, tflm_log_level level, const char *msg); /* progress lines */

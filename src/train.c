@@ -660,6 +660,7 @@ static json_t *train_record(Trainer *t, double elapsed) {
     json_object_set(r, "corpus", t->corpus_rec);
     json_object_set(r, "train_config", t->tcjson);
     json_object_set_new(r, "steps", json_integer(t->step));
+    json_object_set_new(r, "schedule_steps", json_integer(total_steps(&t->tc)));
     json_object_set_new(r, "tokens", json_real(t->tokens));
     json_object_set_new(r, "seed", json_integer((json_int_t)t->tc.seed));
     json_object_set_new(r, "threads", json_integer(t->nth));
@@ -912,13 +913,25 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         int nb = (t->tc.batch * (th + 1)) / t->nth - (t->tc.batch * th) / t->nth;
         if ((st = tw_init(&t->tw[th], &t->m, nb)) != TFLM_OK) goto done;
     }
-    long total = total_steps(&t->tc);
+    long total = total_steps(&t->tc), end = total;
+    if (o->stop_at > 0) {
+        if (o->stop_at > total) {
+            st = tflm__err(TFLM_EINVAL, "train: stop at step %ld: the schedule has only %ld steps", o->stop_at, total);
+            goto done;
+        }
+        if (t->step > o->stop_at) {
+            st = tflm__err(TFLM_EINVAL, "train: stop at step %ld: the checkpoint is already at step %ld",
+                           o->stop_at, t->step);
+            goto done;
+        }
+        end = o->stop_at;
+    }
     int cur_stage = -1;
     double sitting0 = now_s(), last_ckpt = sitting0, step_time = 0;
     say(t, TFLM_LOG_INFO, "training %s: %ld steps, batch %d x %d tokens, %d thread(s), %zu parameters",
         t->m.cfg.is_ar ? "ar" : t->tc.joint ? "jointly" : "progressively", total, t->tc.batch, t->m.cfg.T,
         t->nth, t->m.params.total);
-    while (t->step < total) {
+    while (t->step < end) {
         int stage = 0;
         long sstep = 0, slen = 1;
         stage_of(&t->tc, t->step, &stage, &sstep, &slen);
@@ -979,9 +992,9 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         t->ema = t->ema == 0 ? bpc : 0.98 * t->ema + 0.02 * bpc;
         double dt = now_s() - ts;
         step_time = step_time == 0 ? dt : 0.95 * step_time + 0.05 * dt;
-        int do_valid = t->tc.valid_every > 0 && (t->step % t->tc.valid_every == 0 || t->step == total);
+        int do_valid = t->tc.valid_every > 0 && (t->step % t->tc.valid_every == 0 || t->step == end);
         if (do_valid) t->last_valid = valid_bpc(t);
-        if (t->step % t->tc.log_every == 0 || do_valid || t->step == total) {
+        if (t->step % t->tc.log_every == 0 || do_valid || t->step == end) {
             double eta = (total - t->step) * step_time;
             char vb[32] = "-";
             if (t->last_valid > 0) snprintf(vb, sizeof vb, "%.4f", t->last_valid);
@@ -994,13 +1007,13 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         int timeup = o->time_limit_s > 0 && now_s() - t_start >= o->time_limit_s;
         int want_ckpt = (t->tc.ckpt_every > 0 && t->step % t->tc.ckpt_every == 0) ||
                         (t->tc.ckpt_s > 0 && now_s() - last_ckpt >= t->tc.ckpt_s) || stop || timeup ||
-                        t->step == total;
+                        t->step == end;
         if (want_ckpt) {
             if ((st = save(t, ckpt, 1, el)) != TFLM_OK) goto done;
             last_ckpt = now_s();
             say(t, TFLM_LOG_DEBUG, "checkpoint %s at step %ld", ckpt, t->step);
         }
-        if (stop || timeup) {
+        if ((stop || timeup) && t->step < end) {
             say(t, TFLM_LOG_INFO, "%s at step %ld of %ld; checkpoint %s; continue with --resume %s",
                 stop ? "stopped" : "time limit reached", t->step, total, ckpt, ckpt);
             st = stop ? tflm__err(TFLM_ECANCELLED, "train: stopped at step %ld; checkpoint %s", t->step, ckpt) : TFLM_OK;
@@ -1013,8 +1026,12 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         if ((st = save(t, out_path, 0, el)) != TFLM_OK) goto done;
         char vb[48] = "";
         if (t->valid) snprintf(vb, sizeof vb, "; valid %.4f bpc", t->last_valid);
-        say(t, TFLM_LOG_INFO, "done: %ld steps, %.0f tokens, %.1f min%s; wrote %s", t->step, t->tokens,
-            el / 60, vb, out_path);
+        if (end < total)
+            say(t, TFLM_LOG_INFO, "done: stopped as asked at step %ld of the %ld-step schedule, %.0f tokens, "
+                "%.1f min%s; wrote %s", t->step, total, t->tokens, el / 60, vb, out_path);
+        else
+            say(t, TFLM_LOG_INFO, "done: %ld steps, %.0f tokens, %.1f min%s; wrote %s", t->step, t->tokens,
+                el / 60, vb, out_path);
         if (finished) *finished = 1;
     }
 done:

@@ -11,6 +11,7 @@
 static const char train_usage[] =
     "Usage: tflm train --config FILE.json --data TRAIN [--data MORE...] [--valid VALID]\n"
     "                  -o OUT [--resume CKPT] [--threads N] [--seed S] [--time-limit MIN]\n"
+    "                  [--stop-at STEP]\n"
     "\n"
     "Train a TarFlowLM (or ar) model on UTF-8 text. FILE.json holds the model (\"model\": a\n"
     "tflm.config object, or \"init\": a model file) and the training settings (schedule\n"
@@ -32,6 +33,9 @@ static const char train_usage[] =
     "      --device D      cpu (default, or $TFLM_DEVICE) or cuda: where the transformer runs\n"
     "      --seed S        override the config's seed\n"
     "      --time-limit MIN  stop with a checkpoint after MIN minutes\n"
+    "      --stop-at STEP  finish at STEP and write OUT, as if the schedule ended there\n"
+    "                      (the learning rate still follows the full schedule; with\n"
+    "                      --resume, a checkpoint already at STEP is just written out)\n"
     "      --set KEY=VALUE   override a training-config setting (repeatable), e.g.\n"
     "                        --set lr=0.001 --set schedule=joint --set steps=500\n"
     "  -q, --quiet         no progress on stderr (the log file still gets it)\n"
@@ -63,7 +67,7 @@ static void on_log(void *user, tflm_log_level lv, const char *msg) {
 }
 
 int cmd_train(int argc, char **argv) {
-    enum { O_DATA = 1000, O_VALID, O_RESUME, O_TIME, O_SET };
+    enum { O_DATA = 1000, O_VALID, O_RESUME, O_TIME, O_SET, O_STOPAT };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, OPT_CONFIG},
         {"data", required_argument, NULL, O_DATA},
@@ -75,6 +79,7 @@ int cmd_train(int argc, char **argv) {
         {"seed", required_argument, NULL, OPT_SEED},
         {"time-limit", required_argument, NULL, O_TIME},
         {"set", required_argument, NULL, O_SET},
+        {"stop-at", required_argument, NULL, O_STOPAT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}
@@ -115,6 +120,13 @@ int cmd_train(int argc, char **argv) {
             if (cli_parse_double(optarg, 0.01, 1e7, &minutes))
                 return cli_usage_error("train", "--time-limit: '%s' is not a number of minutes", optarg);
             break;
+        case O_STOPAT: {
+            int sa;
+            if (cli_parse_int(optarg, 1, 2000000000, &sa))
+                return cli_usage_error("train", "--stop-at: '%s' is not a step number >= 1", optarg);
+            o.stop_at = sa;
+            break;
+        }
         case O_SET:
             if (nsets == 64) return cli_usage_error("train", "too many --set options (64 at most)");
             if (!strchr(optarg, '=') || optarg[0] == '=')
