@@ -130,5 +130,30 @@ check "--set steps=20 runs 20 steps" grep -q '"steps": 20' "$tmp/info2.txt"
 "$BIN" train -q --config "$tmp/cfg.json" --set nonsense --data "$tmp/train.txt" -o "$tmp/h.safetensors" 2>/dev/null; rc=$?
 check "--set without = is a usage error (exit $rc)" test $rc -eq 64
 
+# --stop-at: finish at a step of the long schedule and write the model
+"$BIN" train -q --config "$tmp/long.json" --data "$tmp/train.txt" -o "$tmp/i.safetensors" --threads 2 --stop-at 60
+"$BIN" info -m "$tmp/i.safetensors" > "$tmp/info3.txt"
+check "--stop-at 60 writes a model that records 60 of 1000 steps" \
+    sh -c "grep -q '\"steps\": 60,' '$tmp/info3.txt' && grep -q '\"schedule_steps\": 1000' '$tmp/info3.txt'"
+"$BIN" train -q --config "$tmp/long.json" --data "$tmp/train.txt" -o "$tmp/j.safetensors" --threads 2 --stop-at 40
+"$BIN" train -q --resume "$tmp/j.safetensors.ckpt" --data "$tmp/train.txt" -o "$tmp/j.safetensors" --threads 2 --stop-at 60
+check "stopped at 40 and resumed to 60: the same weights as a run stopped at 60, bit for bit" \
+    test "$(weights "$tmp/i.safetensors")" = "$(weights "$tmp/j.safetensors")"
+"$BIN" train -q --resume "$tmp/i.safetensors.ckpt" --data "$tmp/train.txt" -o "$tmp/k.safetensors" --stop-at 60
+check "a checkpoint already at the step is written out unchanged" \
+    test "$(weights "$tmp/i.safetensors")" = "$(weights "$tmp/k.safetensors")"
+"$BIN" train -q --config "$tmp/long.json" --set steps=60 --data "$tmp/train.txt" -o "$tmp/l.safetensors" --threads 2
+check "the learning rate keeps the full schedule (a 60-step schedule gives other weights)" \
+    test "$(weights "$tmp/i.safetensors")" != "$(weights "$tmp/l.safetensors")"
+"$BIN" train -q --resume "$tmp/i.safetensors.ckpt" --data "$tmp/train.txt" -o "$tmp/m.safetensors" --stop-at 50 \
+    2> "$tmp/err.txt"; rc=$?
+check "--stop-at before the checkpoint's step is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
+    sh -c "test $rc -ne 0 && grep -q 'already at step 60' '$tmp/err.txt' && ! test -f '$tmp/m.safetensors'"
+"$BIN" train -q --config "$tmp/cfg.json" --data "$tmp/train.txt" -o "$tmp/m.safetensors" --stop-at 151 2> "$tmp/err.txt"; rc=$?
+check "--stop-at past the schedule is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
+    sh -c "test $rc -ne 0 && grep -q 'only 150 steps' '$tmp/err.txt'"
+"$BIN" train -q --config "$tmp/cfg.json" --data "$tmp/train.txt" -o "$tmp/m.safetensors" --stop-at x 2>/dev/null; rc=$?
+check "--stop-at x is a usage error (exit $rc)" test $rc -eq 64
+
 echo "1..$n"
 [ $fail -eq 0 ]
