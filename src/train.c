@@ -928,8 +928,10 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
     }
     int cur_stage = -1;
     double sitting0 = now_s(), last_ckpt = sitting0, step_time = 0;
-    say(t, TFLM_LOG_INFO, "training %s: %ld steps, batch %d x %d tokens, %d thread(s), %zu parameters",
-        t->m.cfg.is_ar ? "ar" : t->tc.joint ? "jointly" : "progressively", total, t->tc.batch, t->m.cfg.T,
+    char upto[64] = "";
+    if (end < total) snprintf(upto, sizeof upto, " (stopping at step %ld)", end);
+    say(t, TFLM_LOG_INFO, "training %s: %ld steps%s, batch %d x %d tokens, %d thread(s), %zu parameters",
+        t->m.cfg.is_ar ? "ar" : t->tc.joint ? "jointly" : "progressively", total, upto, t->tc.batch, t->m.cfg.T,
         t->nth, t->m.params.total);
     while (t->step < end) {
         int stage = 0;
@@ -995,7 +997,7 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         int do_valid = t->tc.valid_every > 0 && (t->step % t->tc.valid_every == 0 || t->step == end);
         if (do_valid) t->last_valid = valid_bpc(t);
         if (t->step % t->tc.log_every == 0 || do_valid || t->step == end) {
-            double eta = (total - t->step) * step_time;
+            double eta = (end - t->step) * step_time;   /* to --stop-at, if given */
             char vb[32] = "-";
             if (t->last_valid > 0) snprintf(vb, sizeof vb, "%.4f", t->last_valid);
             say(t, TFLM_LOG_INFO, "stage %d/%d step %ld/%ld  %.0f tok/s  train %.4f bpc  valid %s  |g| %.2f  lr %.2e  ETA %dh%02dm",
