@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """model/ablation_table.py OUTDIR [ROW...]: the ablation table of
 model/RESULTS.md from what model/ablations.sh left in OUTDIR."""
-import json, os, sys
+import re, json, os, sys
 
 def fmt_prof(p):
     return " · ".join("%d" % round(100 * a) for a in reversed(p["agree"]))
@@ -34,6 +34,7 @@ for r in rows:
     logf = os.path.join(out, r + ".safetensors.log")
     if os.path.exists(logf):
         for line in open(logf):
-            if " done: " in line:
-                t = line.split(" done: ")[1].split(", ")[2].split(";")[0].strip()   # "N.N min", the run's own
+            done = re.search(r" done: .*?([0-9.]+ min)", line)
+            if done:
+                t = done.group(1)                   # the run's own wall time
     print("| %s | %s, %s | %d | %.4f | %.4f | %s | %s | %s |" % (r, " → ".join(fl), sched, m["patch"], v, mo, pg, pe, t))

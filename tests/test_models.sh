@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_models.sh: the shipped models (model/default.safetensors, the
-# teaching model the app opens; model/likelihood.safetensors, the best
-# bits per character; model/ar.safetensors, the yardstick): their sha256
+# teaching model the app opens; model/likelihood.safetensors, the mixd-first
+# model of the paper's best-likelihood recipe; model/ar.safetensors, the
+# yardstick): their sha256
 # equal model/RECIPE.md's, they score a fixed paragraph
 # (tests/data/paragraph.txt, from novels-valid.txt) within a stated
 # tolerance of the number recorded there, the README's generation command
@@ -55,7 +56,9 @@ for spec in "generation 120 1 0.65 0.166667 0.05" "encoded 680 2 0.773529 0.1661
             for (i = 2; i <= m; i++) { if (v[i] > v[i - 1]) exit 1;
                 d = v[i] - w[i]; if (d < 0) d = -d; if (d * n > k + 1e-6) exit 1 }
             exit 0 }'
-    # issue 7: at least two intermediate states strictly inside (15 %, 85 %)
+    # issue 7: at least two intermediate states strictly inside (15 %, 85 %).
+    # Implied by the recorded numbers today; stated on its own so that
+    # re-recording the profile for a new default cannot drop the criterion.
     check "default model, $part: two intermediate states (h^(1), h^(2)) agree strictly between 15 % and 85 %" \
         awk -v a="$agree" 'BEGIN { split(a, v, ","); c = 0;
             for (i = 2; i <= 4; i++) if (v[i] > 0.15 && v[i] < 0.85) c++; exit !(c >= 2) }'
