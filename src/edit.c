@@ -111,10 +111,12 @@ tflm_status tflm_edit(tflm_ctx *ctx, const char *text, const tflm_edit_params *p
         goto done;
     }
 
-    /* re-invert layers l0..1 from the span's block on */
+    /* re-invert layers l0..1 from the span's block on; the earlier steps
+     * only refill the KV caches, so their states (and log-densities) stay
+     * exactly those of the forward pass */
     for (int l = l0; l >= 1 && st == TFLM_OK; l--) {
         kv_reset(&w.kv[l - 1]);
-        st = flow_forward_steps(&w, ctx->ops, l, 0, S);
+        st = flow_cache_steps(&w, ctx->ops, l, 0, S);
         if (st == TFLM_OK) st = flow_inverse_steps(&w, ctx->ops, l, S, E);
     }
     if (st != TFLM_OK) goto done;

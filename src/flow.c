@@ -307,6 +307,22 @@ tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
     return TFLM_OK;
 }
 
+tflm_status flow_cache_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
+    const Model *m = w->m;
+    const Config *cf = &m->cfg;
+    int c = cf->c, dir = cf->flow[l - 1].dir, n = s1 - s0;
+    if (n <= 0) return TFLM_OK;
+    KVCache *kv = &w->kv[l - 1];
+    if (kv->len != s0) return tflm__err(TFLM_EINVAL, "flow %d: cache holds %d steps, not %d", l, kv->len, s0);
+    for (int s = s0; s < s1; s++) {
+        step_input(w, l, s, w->xin + (size_t)(s - s0) * c);
+        w->pidx[s - s0] = flow_visit(dir, cf->B, cf->N, s);
+    }
+    TfDims dm;
+    tf_dims(cf, l, &dm);
+    return tf_forward(ops, &m->w.flow[l - 1], &dm, kv, w->xin, w->pidx, n, w->G);
+}
+
 tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
     const Model *m = w->m;
     const Config *cf = &m->cfg;

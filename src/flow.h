@@ -29,6 +29,9 @@ void work_encode(Work *w, const int *tok, int mean, uint64_t seed, uint64_t stre
 int flow_visit(int dir, int B, int N, int n);
 /* flow l forward over steps [s0, s1): reads h[l-1], writes h[l] (kv len must be s0) */
 tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1);
+/* flow l's transformer over steps [s0, s1) to fill its KV cache only: reads
+ * h[l-1], writes no state (kv len must be s0) */
+tflm_status flow_cache_steps(Work *w, const Ops *ops, int l, int s0, int s1);
 /* flow l inverse over steps [s0, s1): reads h[l], writes h[l-1] */
 tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1);
 /* coupling of flow l at one position: X (c, as stored) -> Y (c, before the

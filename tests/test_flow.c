@@ -1,5 +1,6 @@
 /* test_flow.c: flow layers on tiny random models of every type and order.
- * - every layer inverts its forward pass (max error <= 1e-5 in float);
+ * - every layer inverts its forward pass: forward(inverse(y)) = y to 1e-5,
+ *   inverse(forward(x)) = x to 1e-4 (reasons at the checks);
  * - the whole-window log-determinant equals log|det J| of a central
  *   finite-difference Jacobian;
  * - affine equals mix1 with K = 1;
@@ -50,7 +51,9 @@ static void random_tokens(int *tok, int T, int npad, uint64_t seed) {
         tok[t] = t < npad ? 0 : 2 + (int)(rng_uniform(rng_key(seed, 11, t, 0, 0)) * 95);
 }
 
-/* forward every layer, then invert each layer from its output and compare */
+/* forward every layer, then invert each layer from its output and compare:
+ * the inverse's input against the forward's input (x space), and the
+ * forward of the inverse against the layer's output (y space) */
 static void check_roundtrip(const char *name, tflm_ctx *ctx, int npad) {
     const Config *cf = &ctx->m.cfg;
     Work w;
@@ -62,10 +65,11 @@ static void check_roundtrip(const char *name, tflm_ctx *ctx, int npad) {
     tflm_status st = window_forward(&w, ctx->ops);
     CHECK(st == TFLM_OK, "%s: forward runs (%s)", name, st ? tflm_last_error() : "ok");
     size_t sz = (size_t)cf->N * cf->c;
-    float *keep = malloc(sz * sizeof(float));
-    double maxerr = 0;
+    float *keep = malloc(sz * sizeof(float)), *out = malloc(sz * sizeof(float));
+    double maxerr = 0, maxy = 0;
     for (int l = cf->L; l >= 1; l--) {
         memcpy(keep, w.h[l - 1], sz * sizeof(float));
+        memcpy(out, w.h[l], sz * sizeof(float));
         memset(w.h[l - 1], 0, sz * sizeof(float));
         kv_reset(&w.kv[l - 1]);
         st = flow_inverse_steps(&w, ctx->ops, l, 0, cf->N);
@@ -74,13 +78,29 @@ static void check_roundtrip(const char *name, tflm_ctx *ctx, int npad) {
             double e = fabs(keep[i] - w.h[l - 1][i]);
             if (e > maxerr) maxerr = e;
         }
+        kv_reset(&w.kv[l - 1]);
+        st = flow_forward_steps(&w, ctx->ops, l, 0, cf->N);
+        if (st != TFLM_OK) printf("# forward: %s\n", tflm_last_error());
+        for (size_t i = 0; i < sz; i++) {
+            double e = fabs(out[i] - w.h[l][i]);
+            if (e > maxy) maxy = e;
+        }
         memcpy(w.h[l - 1], keep, sz * sizeof(float));
+        memcpy(w.h[l], out, sz * sizeof(float));
     }
-    /* 1e-5: the inverse solves in double to 1e-10, then the state is
-     * rounded to float (|h| < 10, float spacing ~1e-6) and the transformer
-     * sees the same float inputs as in the forward pass */
-    CHECK(maxerr <= 1e-5, "%s: every layer inverts its forward pass (max |dx| %.3g <= 1e-5)", name, maxerr);
+    /* y space, 1e-5 (DESIGN 6): the inverse solves in double to 1e-10 and
+     * rounds to float (|h| < 10, float spacing ~1e-6). */
+    CHECK(maxy <= 1e-5, "%s: every layer's forward of its inverse gives its output back (max |dy| %.3g <= 1e-5)",
+          name, maxy);
+    /* x space, 1e-4: the inverse runs the transformer one step at a time and
+     * the forward all steps at once, so the coupling parameters differ in
+     * the last float bit (summation order of attention and sgemm, which
+     * depends on the CPU's kernels); where a mixture CDF is flat, the
+     * inverse magnifies that (dx = dF / density): seen up to 1.8e-5 on one
+     * machine for the mixd + mix1 case, below 3e-6 everywhere else. */
+    CHECK(maxerr <= 1e-4, "%s: every layer inverts its forward pass (max |dx| %.3g <= 1e-4)", name, maxerr);
     free(keep);
+    free(out);
     work_free(&w);
 }
 
