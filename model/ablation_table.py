@@ -17,7 +17,9 @@ for r in rows:
     for f in m["flows"]:
         s = f["type"]
         if f["type"] == "mix1": s += " K%d" % f["mixtures"]
-        if f.get("maf"): s += "+maf"
+        if f.get("maf"):
+            h = f["maf"]["hidden"]
+            s += "+maf" if h == 32 else "+maf H%d" % h    # 32: the shipped width
         s += " (%d)" % f["layers"]
         fl.append(s)
     if cfg.get("sigma_floor"): fl[-1] += ", σ ≥ %g" % cfg["sigma_floor"]
