@@ -277,36 +277,6 @@ static void head_rows(const Work *w, const Ops *ops, int l, const float *G, int 
     ops->matmul(HO, G, W, b, n, cf->D, width);
 }
 
-tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
-    const Model *m = w->m;
-    const Config *cf = &m->cfg;
-    int c = cf->c, L = cf->L, dir = cf->flow[l - 1].dir, n = s1 - s0;
-    if (n <= 0) return TFLM_OK;
-    KVCache *kv = &w->kv[l - 1];
-    if (kv->len != s0) return tflm__err(TFLM_EINVAL, "flow %d: cache holds %d steps, not %d", l, kv->len, s0);
-    for (int s = s0; s < s1; s++) {
-        step_input(w, l, s, w->xin + (size_t)(s - s0) * c);
-        w->pidx[s - s0] = flow_visit(dir, cf->B, cf->N, s);
-    }
-    TfDims dm;
-    tf_dims(cf, l, &dm);
-    tflm_status st = tf_forward(ops, &m->w.flow[l - 1], &dm, kv, w->xin, w->pidx, n, w->G);
-    if (st != TFLM_OK) return st;
-    head_rows(w, ops, l, w->G, n, w->HO);
-    int hout = flow_head(cf, l, NULL, NULL, NULL);
-    for (int s = s0; s < s1; s++) {
-        int p = w->pidx[s - s0];
-        float Y[512];
-        st = flow_couple_forward(m, l, w->HO + (size_t)(s - s0) * hout,
-                            w->h[l - 1] + (size_t)p * c, Y, w->own[l - 1] + (size_t)p * c,
-                            &w->lp_pos[l - 1][p], &w->ln_pos[l - 1][p]);
-        if (st != TFLM_OK) return st;
-        if (l < L) chmix(Y, w->h[l] + (size_t)p * c, c);
-        else memcpy(w->h[l] + (size_t)p * c, Y, c * sizeof(float));
-    }
-    return TFLM_OK;
-}
-
 tflm_status flow_cache_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
     const Model *m = w->m;
     const Config *cf = &m->cfg;
@@ -321,6 +291,28 @@ tflm_status flow_cache_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
     TfDims dm;
     tf_dims(cf, l, &dm);
     return tf_forward(ops, &m->w.flow[l - 1], &dm, kv, w->xin, w->pidx, n, w->G);
+}
+
+tflm_status flow_forward_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
+    const Model *m = w->m;
+    const Config *cf = &m->cfg;
+    int c = cf->c, L = cf->L, n = s1 - s0;
+    if (n <= 0) return TFLM_OK;
+    tflm_status st = flow_cache_steps(w, ops, l, s0, s1);   /* G and pidx of the steps */
+    if (st != TFLM_OK) return st;
+    head_rows(w, ops, l, w->G, n, w->HO);
+    int hout = flow_head(cf, l, NULL, NULL, NULL);
+    for (int s = s0; s < s1; s++) {
+        int p = w->pidx[s - s0];
+        float Y[512];
+        st = flow_couple_forward(m, l, w->HO + (size_t)(s - s0) * hout,
+                            w->h[l - 1] + (size_t)p * c, Y, w->own[l - 1] + (size_t)p * c,
+                            &w->lp_pos[l - 1][p], &w->ln_pos[l - 1][p]);
+        if (st != TFLM_OK) return st;
+        if (l < L) chmix(Y, w->h[l] + (size_t)p * c, c);
+        else memcpy(w->h[l] + (size_t)p * c, Y, c * sizeof(float));
+    }
+    return TFLM_OK;
 }
 
 tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1) {
