@@ -154,6 +154,40 @@ static float *emb_buf(const Config *cf, const FlowConfig *fc, float *stack) {
     return e;
 }
 
+/* The end of a forward coupling: y (c doubles) -> Y, and log N of the owned
+ * outputs; a non-finite state is an error. */
+static tflm_status couple_out(int l, int c, const double *y, float *Y, const unsigned char *own,
+                              double *ln) {
+    double sn = 0;
+    for (int i = 0; i < c; i++) {
+        if (!isfinite(y[i]))
+            return tflm__err(TFLM_ENUMERIC, "flow %d produced a non-finite state", l);
+        Y[i] = (float)y[i];
+        if (own[i]) sn += -LOG_SQRT_2PI - 0.5 * y[i] * y[i];
+    }
+    *ln = sn;
+    return TFLM_OK;
+}
+
+tflm_status flow_couple_params(const Model *m, int l, const float *prm, size_t stride,
+                               const float *X, float *Y, const unsigned char *own,
+                               double *lp, double *ln) {
+    const Config *cf = &m->cfg;
+    const FlowConfig *fc = &cf->flow[l - 1];
+    const FlowWeights *fw = &m->w.flow[l - 1];
+    int c = cf->c;
+    double y[512], sp = 0;
+    for (int i = 0; i < c; i++) {
+        const float *p = prm + (size_t)i * stride;
+        const float *cl = fw->clamp + (size_t)i * fc->K;
+        double lpi = fc->type == FLOW_AFFINE ? affine_forward(p, cl, X[i], &y[i])
+                                              : mix1_forward(p, cl, fc->K, X[i], &y[i]);
+        if (own[i]) sp += lpi;
+    }
+    *lp = sp;
+    return couple_out(l, c, y, Y, own, ln);
+}
+
 /* Forward coupling of one position: X (c floats) -> Y (c floats, unmixed),
  * per-channel log p summed over owned channels, and log N of owned outputs. */
 tflm_status flow_couple_forward(const Model *m, int l, const float *ho,
@@ -162,40 +196,37 @@ tflm_status flow_couple_forward(const Model *m, int l, const float *ho,
     const Config *cf = &m->cfg;
     const FlowConfig *fc = &cf->flow[l - 1];
     const FlowWeights *fw = &m->w.flow[l - 1];
-    int c = cf->c, d = cf->d;
-    double x[512], y[512], lpc[512];
-    float buf[3 * 1024];
-    for (int i = 0; i < c; i++) x[i] = X[i];
-    double sp = 0, sn = 0;
+    int c = cf->c, d = cf->d, n3 = 3 * fc->K;
     if (fc->type == FLOW_MIXD) {
+        double x[512], y[512], lpc[512], sp = 0;
+        for (int i = 0; i < c; i++) x[i] = X[i];
         for (int j = 0; j < cf->P; j++) {
             mixd_forward(ho + (size_t)j * cf->V, m->w.cb_mean, m->w.cb_logsig, cf->V, d,
                          x + j * d, y + j * d, lpc + j * d);
         }
         for (int i = 0; i < c; i++) if (own[i]) sp += lpc[i];
-    } else {
-        float estack[ESTACK], *e = emb_buf(cf, fc, estack);
-        if (!e) return TFLM_ENOMEM;
-        for (int j = 0; fc->maf_E > 0 && j < c - 1; j++)
-            maf_embed(fw, fc->maf_E, j, x[j], e + (size_t)j * fc->maf_E);
-        for (int i = 0; i < c; i++) {
-            const float *prm = chan_params(m, fw, fc, ho, e, i, buf);
-            const float *cl = fw->clamp + (size_t)i * fc->K;
-            double lpi = fc->type == FLOW_AFFINE ? affine_forward(prm, cl, x[i], &y[i])
-                                                  : mix1_forward(prm, cl, fc->K, x[i], &y[i]);
-            if (own[i]) sp += lpi;
-        }
+        *lp = sp;
+        return couple_out(l, c, y, Y, own, ln);
+    }
+    if (fc->maf_E == 0)
+        return flow_couple_params(m, l, ho, (size_t)n3, X, Y, own, lp, ln);
+    /* maf: every channel's parameters first (channel i reads x_j, j < i) */
+    float estack[ESTACK], *e = emb_buf(cf, fc, estack);
+    if (!e) return TFLM_ENOMEM;
+    float pstack[4096], *prm = (size_t)c * n3 <= 4096 ? pstack : malloc((size_t)c * n3 * sizeof(float));
+    if (!prm) {
         if (e != estack) free(e);
+        return tflm__err(TFLM_ENOMEM, "out of memory (maf parameters)");
     }
-    for (int i = 0; i < c; i++) {
-        if (!isfinite(y[i]))
-            return tflm__err(TFLM_ENUMERIC, "flow %d produced a non-finite state", l);
-        Y[i] = (float)y[i];
-        if (own[i]) sn += -LOG_SQRT_2PI - 0.5 * y[i] * y[i];
-    }
-    *lp = sp;
-    *ln = sn;
-    return TFLM_OK;
+    for (int j = 0; j < c - 1; j++)
+        maf_embed(fw, fc->maf_E, j, X[j], e + (size_t)j * fc->maf_E);
+    for (int i = 0; i < c; i++)
+        maf_channel(fw, c, fc->K, fc->maf_E, fc->maf_H, ho + (size_t)i * fc->maf_H, e, i,
+                    prm + (size_t)i * n3);
+    tflm_status st = flow_couple_params(m, l, prm, (size_t)n3, X, Y, own, lp, ln);
+    if (prm != pstack) free(prm);
+    if (e != estack) free(e);
+    return st;
 }
 
 /* Inverse coupling of one position: Y (unmixed) -> X. */

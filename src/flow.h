@@ -39,6 +39,11 @@ tflm_status flow_inverse_steps(Work *w, const Ops *ops, int l, int s0, int s1);
 tflm_status flow_couple_forward(const Model *m, int l, const float *ho,
                                 const float *X, float *Y, const unsigned char *own,
                                 double *lp, double *ln);
+/* the same for a mix1 or affine flow whose channel parameters are given:
+ * channel i's 3K at prm + i*stride (the trainer's batched maf head) */
+tflm_status flow_couple_params(const Model *m, int l, const float *prm, size_t stride,
+                               const float *X, float *Y, const unsigned char *own,
+                               double *lp, double *ln);
 /* undo the channel mixes of a state of layer `layer` at one position */
 void state_unmix(const Config *cf, int layer, const float *h, float *out);
 

@@ -109,8 +109,17 @@ typedef struct {
     TfActs acts[MAX_FLOWS];
     float *dHO, *dG, *dxin;           /* [nb*N, hmax], [nb*N, D], [nb*N, cin] */
     double *dh, *dX;                  /* [nb, N, c] */
-    float *emb;                       /* [(c-1)*Emax] maf embeddings of one position */
-    double *demb;                     /* [(c-1)*Emax] their gradient */
+    /* the maf head of every row at once (maf flows only; H2, K, E, FE = (c-1)E
+     * of that flow; channel-major, so that each channel is a matrix) */
+    float *mafE[MAX_FLOWS];           /* [nb*N, FE] embeddings e_j of each row's inputs */
+    float *mafH[MAX_FLOWS];           /* [c, nb*N, H2] hidden pre-activations */
+    float *mafG[MAX_FLOWS];           /* [c, nb*N, H2] their GELU */
+    float *mafP[MAX_FLOWS];           /* [c, nb*N, 3K] the channels' coupling parameters */
+    float *mdP;                       /* [c, nb*N, 3Kmax] dL/d(parameters) */
+    float *mdG;                       /* [nb*N, H2max] dL/dg, then dL/d(pre-activation) */
+    float *mdE, *mdEi;                /* [nb*N, FEmax] dL/de: the sum, one channel's part */
+    float *mFz, *mdFz;                /* [H2max, FEmax] F_i with columns >= iE zeroed; its gradient */
+    double *mdej;                     /* [Emax] */
     float *gbuf;                      /* gradients, params-table order */
     Weights gw;
     ParamTable gt;
@@ -138,6 +147,7 @@ typedef struct {
     double elapsed;                   /* seconds of training before this sitting */
     double tokens;                    /* real tokens seen */
     double ema;                       /* train bits per character, moving average */
+    int maf_ref;                      /* tests: maf heads position by position, loss only */
     double last_valid;
     json_t *corpus_rec;
     const tflm_train_opts *o;
@@ -178,8 +188,19 @@ static void tw_free(TW *w) {
     free(w->dxin);
     free(w->dh);
     free(w->dX);
-    free(w->emb);
-    free(w->demb);
+    for (int l = 0; l < MAX_FLOWS; l++) {
+        free(w->mafE[l]);
+        free(w->mafH[l]);
+        free(w->mafG[l]);
+        free(w->mafP[l]);
+    }
+    free(w->mdP);
+    free(w->mdG);
+    free(w->mdE);
+    free(w->mdEi);
+    free(w->mFz);
+    free(w->mdFz);
+    free(w->mdej);
     free(w->gbuf);
     params_free(&w->gt);
     memset(w, 0, sizeof *w);
@@ -217,10 +238,29 @@ static tflm_status tw_init(TW *w, const Model *m, int nb) {
     ok &= !!(w->dxin = calloc(R * cin, sizeof(float)));
     ok &= !!(w->dh = calloc(R * c, sizeof(double)));
     ok &= !!(w->dX = calloc(R * c, sizeof(double)));
-    int emax = 1;
-    for (int l = 0; l < nflows; l++) if (cf->flow[l].maf_E > emax) emax = cf->flow[l].maf_E;
-    ok &= !!(w->emb = calloc((size_t)c * emax, sizeof(float)));
-    ok &= !!(w->demb = calloc((size_t)c * emax, sizeof(double)));
+    size_t emax = 1, femax = 1, h2max = 1, pmax = 1;
+    for (int l = 0; l < nflows && !cf->is_ar; l++) {
+        const FlowConfig *fc = &cf->flow[l];
+        if (fc->maf_E == 0) continue;
+        size_t E = fc->maf_E, FE = (size_t)(c - 1) * E + 1, H2 = fc->maf_H, n3 = 3 * (size_t)fc->K;
+        ok &= !!(w->mafE[l] = calloc(R * FE, sizeof(float)));
+        ok &= !!(w->mafH[l] = calloc(R * c * H2, sizeof(float)));
+        ok &= !!(w->mafG[l] = calloc(R * c * H2, sizeof(float)));
+        ok &= !!(w->mafP[l] = calloc(R * c * n3, sizeof(float)));
+        if (E > emax) emax = E;
+        if (FE > femax) femax = FE;
+        if (H2 > h2max) h2max = H2;
+        if (n3 > pmax) pmax = n3;
+    }
+    if (pmax > 1) {
+        ok &= !!(w->mdP = calloc(R * c * pmax, sizeof(float)));
+        ok &= !!(w->mdG = calloc(R * h2max, sizeof(float)));
+        ok &= !!(w->mdE = calloc(R * femax, sizeof(float)));
+        ok &= !!(w->mdEi = calloc(R * femax, sizeof(float)));
+        ok &= !!(w->mFz = calloc(h2max * femax, sizeof(float)));
+        ok &= !!(w->mdFz = calloc(h2max * femax, sizeof(float)));
+        ok &= !!(w->mdej = calloc(emax, sizeof(double)));
+    }
     if (ok && params_build(&w->gt, cf, &w->gw) != TFLM_OK) ok = 0;
     if (ok) ok &= !!(w->gbuf = calloc(w->gt.total, sizeof(float)));
     if (!ok) {
@@ -279,6 +319,95 @@ static void set_own(const Config *cf, TW *w, int nbw) {
     }
 }
 
+/* ---- the maf head of all rows at once (DESIGN §2.2, "Within-position head") ----
+ * In training every input x is known, so channel i's hidden layer over the R
+ * rows of a share is one matrix product, g_i = GELU(C_i G + b_i + E F_i^T)
+ * (E [R, FE] the rows' embeddings, F_i with its columns >= iE zeroed: channel
+ * i reads e_j for j < i only), and its parameters another, g_i O_i^T + o_i.
+ * The same arithmetic as maf_channel / maf_channel_backward (src/maf.c,
+ * src/grad.c), which do it one position at a time, through the ops table. */
+
+/* Fz = F_i with the columns of channels >= i zeroed, [H2, FE] */
+static void maf_masked(const FlowWeights *fw, int i, int H2, int FE, int E, float *Fz) {
+    const float *Fi = fw->maf_feat_w + (size_t)i * H2 * FE;
+    for (int h = 0; h < H2; h++)
+        for (int k = 0; k < FE; k++)
+            Fz[(size_t)h * FE + k] = k < i * E ? Fi[(size_t)h * FE + k] : 0.0f;
+}
+
+/* forward: the rows' embeddings, hidden layers and parameters (w->maf*[l-1]) */
+static void maf_fwd(Trainer *t, TW *w, int l, size_t R) {
+    const Config *cf = &t->m.cfg;
+    const FlowConfig *fc = &cf->flow[l - 1];
+    const FlowWeights *fw = &t->m.w.flow[l - 1];
+    int N = cf->N, c = cf->c, E = fc->maf_E, H2 = fc->maf_H, n3 = 3 * fc->K, FE = (c - 1) * E;
+    const float *hin = w->h[l - 1], *ho = w->HO[l - 1];
+    float *Em = w->mafE[l - 1];
+    for (size_t row = 0; row < R; row++) {
+        size_t at = ((row / N) * N + w->pos[l - 1][row]) * c;
+        for (int j = 0; j < c - 1; j++)
+            maf_embed(fw, E, j, hin[at + j], Em + row * FE + (size_t)j * E);
+    }
+    for (int i = 0; i < c; i++) {
+        float *Hp = w->mafH[l - 1] + (size_t)i * R * H2, *Gi = w->mafG[l - 1] + (size_t)i * R * H2;
+        if (i > 0) {
+            maf_masked(fw, i, H2, FE, E, w->mFz);
+            t->ops->matmul(Hp, Em, w->mFz, NULL, (int)R, FE, H2);
+        } else {
+            memset(Hp, 0, R * H2 * sizeof(float));
+        }
+        for (size_t row = 0; row < R; row++)
+            for (int h = 0; h < H2; h++)
+                Hp[row * H2 + h] += ho[(row * c + i) * H2 + h];
+        t->ops->gelu(Gi, Hp, (int)(R * H2));
+        t->ops->matmul(w->mafP[l - 1] + (size_t)i * R * n3, Gi, fw->maf_out_w + (size_t)i * n3 * H2,
+                       fw->maf_out_b + (size_t)i * n3, (int)R, H2, n3);
+    }
+}
+
+/* backward: given w->mdP = dL/d(parameters), accumulate the maf weights'
+ * gradients, dL/d(C_i G + b_i) into w->dHO and dL/dx (through the
+ * embeddings) into w->dX */
+static void maf_bwd(Trainer *t, TW *w, int l, size_t R) {
+    const Config *cf = &t->m.cfg;
+    const FlowConfig *fc = &cf->flow[l - 1];
+    const FlowWeights *fw = &t->m.w.flow[l - 1];
+    FlowWeights *gf = &w->gw.flow[l - 1];
+    int N = cf->N, c = cf->c, E = fc->maf_E, H2 = fc->maf_H, n3 = 3 * fc->K, FE = (c - 1) * E;
+    const float *Em = w->mafE[l - 1];
+    memset(w->mdE, 0, R * FE * sizeof(float));
+    for (int i = 0; i < c; i++) {
+        const float *Hp = w->mafH[l - 1] + (size_t)i * R * H2, *Gi = w->mafG[l - 1] + (size_t)i * R * H2;
+        t->ops->matmul_backward(w->mdG, gf->maf_out_w + (size_t)i * n3 * H2, gf->maf_out_b + (size_t)i * n3,
+                                w->mdP + (size_t)i * R * n3, Gi, fw->maf_out_w + (size_t)i * n3 * H2,
+                                (int)R, H2, n3);
+        t->ops->gelu_backward(w->mdG, w->mdG, Hp, (int)(R * H2));
+        for (size_t row = 0; row < R; row++)
+            for (int h = 0; h < H2; h++)
+                w->dHO[(row * c + i) * H2 + h] += w->mdG[row * H2 + h];
+        if (i == 0) continue;
+        maf_masked(fw, i, H2, FE, E, w->mFz);
+        memset(w->mdFz, 0, (size_t)H2 * FE * sizeof(float));
+        t->ops->matmul_backward(w->mdEi, w->mdFz, NULL, w->mdG, Em, w->mFz, (int)R, FE, H2);
+        float *dFi = gf->maf_feat_w + (size_t)i * H2 * FE;
+        for (int h = 0; h < H2; h++)
+            for (int k = 0; k < i * E; k++)
+                dFi[(size_t)h * FE + k] += w->mdFz[(size_t)h * FE + k];
+        for (size_t r = 0; r < R * FE; r++)   /* zero beyond column iE: Fz is */
+            w->mdE[r] += w->mdEi[r];
+    }
+    const float *hin = w->h[l - 1];
+    for (size_t row = 0; row < R; row++) {
+        size_t at = ((row / N) * N + w->pos[l - 1][row]) * c;
+        for (int j = 0; j < c - 1; j++) {
+            for (int e = 0; e < E; e++) w->mdej[e] = w->mdE[row * FE + (size_t)j * E + e];
+            double dx = 0.0;
+            maf_embed_backward(fw, gf, E, j, hin[at + j], w->mdej, &dx);
+            w->dX[at + j] += dx;
+        }
+    }
+}
+
 static tflm_status flow_fwd(Trainer *t, TW *w, int l, int nbw) {
     const Model *m = &t->m;
     const Config *cf = &m->cfg;
@@ -301,6 +430,10 @@ static tflm_status flow_fwd(Trainer *t, TW *w, int l, int nbw) {
     const float *HW, *Hb;
     int hout = flow_head(cf, l, fw, &HW, &Hb);
     t->ops->matmul(w->HO[l - 1], w->G[l - 1], HW, Hb, nbw * N, D, hout);
+    const FlowConfig *fc = &cf->flow[l - 1];
+    size_t R = (size_t)nbw * N, n3 = 3 * (size_t)fc->K;
+    int batched = fc->maf_E > 0 && !t->maf_ref;
+    if (batched) maf_fwd(t, w, l, R);
     double lp = 0, ln = 0;
     for (int b = 0; b < nbw; b++)
         for (int s = 0; s < N; s++) {
@@ -309,8 +442,11 @@ static tflm_status flow_fwd(Trainer *t, TW *w, int l, int nbw) {
             size_t at = ((size_t)b * N + p) * c;
             float Y[512];
             double a, z;
-            st = flow_couple_forward(m, l, w->HO[l - 1] + row * hout,
-                                     hin + at, Y, w->own[l - 1] + at, &a, &z);
+            st = batched
+                ? flow_couple_params(m, l, w->mafP[l - 1] + row * n3, R * n3, hin + at, Y,
+                                     w->own[l - 1] + at, &a, &z)
+                : flow_couple_forward(m, l, w->HO[l - 1] + row * hout,
+                                      hin + at, Y, w->own[l - 1] + at, &a, &z);
             if (st != TFLM_OK) return st;
             lp += a;
             ln += z;
@@ -337,6 +473,7 @@ static tflm_status flow_bwd(Trainer *t, TW *w, int l, int nbw, int top, int need
     size_t R = (size_t)nbw * N;
     memset(w->dHO, 0, R * hout * sizeof(float));
     memset(w->dX, 0, R * c * sizeof(double));   /* dG: written whole by matmul_backward below */
+    if (fc->maf_E > 0) memset(w->mdP, 0, R * c * 3 * (size_t)K * sizeof(float));
     for (int b = 0; b < nbw; b++)
         for (int s = 0; s < N; s++) {
             size_t row = (size_t)b * N + s;
@@ -373,36 +510,25 @@ static tflm_status flow_bwd(Trainer *t, TW *w, int l, int nbw, int top, int need
                                   any_gy ? gy + j * d : NULL, dho + (size_t)j * V, w->gw.cb_mean,
                                   w->gw.cb_logsig, dx + j * d);
                 }
-            } else if (fc->maf_E > 0) {
-                int E = fc->maf_E, H2 = fc->maf_H;
-                float prm[3 * 1024], dout[3 * 1024];
-                for (int j = 0; j < c - 1; j++) maf_embed(fw, E, j, x[j], w->emb + (size_t)j * E);
-                memset(w->demb, 0, (size_t)(c - 1) * E * sizeof(double));
-                for (int i = c - 1; i >= 0; i--) {
-                    const float *cg = ho + (size_t)i * H2;
-                    maf_channel(fw, c, K, E, H2, cg, w->emb, i, prm);
-                    memset(dout, 0, 3 * K * sizeof(float));
-                    double glp = own[i] ? -inv : 0.0;
-                    dx[i] += fc->type == FLOW_AFFINE
-                        ? affine_backward(prm, fw->clamp + (size_t)i * K, x[i], glp, gy[i], dout, gf->clamp + (size_t)i * K)
-                        : mix1_backward(prm, fw->clamp + (size_t)i * K, K, x[i], glp, gy[i], dout, gf->clamp + (size_t)i * K);
-                    maf_channel_backward(fw, gf, c, K, E, H2, cg, w->emb, i, dout, dho + (size_t)i * H2, w->demb);
-                }
-                for (int j = 0; j < c - 1; j++)
-                    maf_embed_backward(fw, gf, E, j, x[j], w->demb + (size_t)j * E, &dx[j]);
             } else {
+                /* channel i's parameters and their gradient: the head's output,
+                 * or the maf head's (channel-major, from maf_fwd) */
+                size_t n3 = 3 * (size_t)K, ps = fc->maf_E > 0 ? R * n3 : n3;
+                const float *pb = fc->maf_E > 0 ? w->mafP[l - 1] + row * n3 : ho;
+                float *db = fc->maf_E > 0 ? w->mdP + row * n3 : dho;
                 for (int i = 0; i < c; i++) {
-                    const float *prm = ho + (size_t)i * 3 * K;
+                    const float *prm = pb + i * ps;
+                    const float *cl = fw->clamp + (size_t)i * K;
+                    float *gcl = gf->clamp + (size_t)i * K;
                     double glp = own[i] ? -inv : 0.0;
                     dx[i] += fc->type == FLOW_AFFINE
-                        ? affine_backward(prm, fw->clamp + (size_t)i * K, x[i], glp, gy[i], dho + (size_t)i * 3 * K,
-                                          gf->clamp + (size_t)i * K)
-                        : mix1_backward(prm, fw->clamp + (size_t)i * K, K, x[i], glp, gy[i], dho + (size_t)i * 3 * K,
-                                        gf->clamp + (size_t)i * K);
+                        ? affine_backward(prm, cl, x[i], glp, gy[i], db + i * ps, gcl)
+                        : mix1_backward(prm, cl, K, x[i], glp, gy[i], db + i * ps, gcl);
                 }
             }
             for (int i = 0; i < c; i++) w->dX[at + i] += dx[i];
         }
+    if (fc->maf_E > 0) maf_bwd(t, w, l, R);
     /* dG = dHO @ W, and the gradients of the head (maf: of C and b) */
     if (fc->maf_E > 0)
         t->ops->matmul_backward(w->dG, gf->maf_ctx_w, gf->maf_hid_b, w->dHO, w->G[l - 1], HW, (int)R, D, hout);
@@ -493,6 +619,7 @@ static tflm_status share_step(Trainer *t, TW *w, long g, int b0, int nbw, double
     int top = t->tc.joint ? cf->L : stage + 1;
     for (int l = 1; l <= top; l++)
         if ((st = flow_fwd(t, w, l, nbw)) != TFLM_OK) return st;
+    if (t->maf_ref) return TFLM_OK;   /* loss only */
     /* backward */
     size_t R = (size_t)nbw * N;
     memset(w->dh, 0, R * cf->c * sizeof(double));
@@ -1043,11 +1170,12 @@ done:
 }
 
 /* ---- for tests: the loss and gradient of given windows ------------------------------ */
-tflm_status train_eval(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
-                       int threads, double *loss, float *grad) {
+static tflm_status eval_batch(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
+                              int threads, int maf_ref, double *loss, float *grad) {
     Trainer *t = calloc(1, sizeof *t);
     if (!t) return tflm__err(TFLM_ENOMEM, "train_eval: out of memory");
     t->m = *m;
+    t->maf_ref = maf_ref;
     t->tc.joint = joint;
     t->tc.nstages = 1;
     t->tc.batch = nb;
@@ -1084,4 +1212,14 @@ tflm_status train_eval(Model *m, const int *tok, int nb, int joint, int stage, u
     for (int i = 0; i < MAX_THREADS; i++) tw_free(&t->tw[i]);
     free(t);
     return st;
+}
+
+tflm_status train_eval(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
+                       int threads, double *loss, float *grad) {
+    return eval_batch(m, tok, nb, joint, stage, seed, threads, 0, loss, grad);
+}
+
+tflm_status train_eval_maf_ref(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
+                               double *loss) {
+    return eval_batch(m, tok, nb, joint, stage, seed, 1, 1, loss, NULL);
 }

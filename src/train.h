@@ -84,4 +84,9 @@ void codebook_R_backward(const float *mu, const float *logsig, int V, int d, con
  * `seed`, and its gradient in params-table order into grad (may be NULL). */
 tflm_status train_eval(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
                        int threads, double *loss, float *grad);
+/* Tests: train_eval's loss on 1 thread with every maf head evaluated one
+ * position at a time by maf_channel (the scoring path's arithmetic) instead
+ * of the trainer's batched matrix products; no gradient. */
+tflm_status train_eval_maf_ref(Model *m, const int *tok, int nb, int joint, int stage, uint64_t seed,
+                               double *loss);
 #endif
