@@ -393,7 +393,9 @@ static void maf_bwd(Trainer *t, TW *w, int l, size_t R) {
         for (int h = 0; h < H2; h++)
             for (int k = 0; k < i * E; k++)
                 dFi[(size_t)h * FE + k] += w->mdFz[(size_t)h * FE + k];
-        for (size_t r = 0; r < R * FE; r++)   /* zero beyond column iE: Fz is */
+        /* mdEi is zero from column iE on (so is Fz there): channel i adds
+         * only to the gradients of the embeddings it reads */
+        for (size_t r = 0; r < R * FE; r++)
             w->mdE[r] += w->mdEi[r];
     }
     const float *hin = w->h[l - 1];

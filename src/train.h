@@ -61,7 +61,11 @@ void mixd_backward(const float *logits, const float *mu, const float *logsig, in
                    const double *z, double glp, const double *gy, float *dlogits, float *dmu,
                    float *dlogsig, double *dz);
 
-/* maf channel i: given dout [3K] = dL/d(out_i), accumulate the gradients of
+/* The per-position maf backward. Since the trainer computes the maf head of
+ * all rows at once (src/train.c maf_bwd), only tests/test_grad calls it: it
+ * is the op-level statement of the head's gradient, checked there against
+ * finite differences.
+ * maf channel i: given dout [3K] = dL/d(out_i), accumulate the gradients of
  * the feature and output weights into gw's maf tensors, dL/d(cg) into dcg
  * [H2] (the context part C_i G + b_i; its matrix product is differentiated
  * by the caller) and dL/de into de [i*E] (e as maf_channel's). */

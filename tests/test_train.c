@@ -64,14 +64,16 @@ static void gradcheck(const char *name, Model *m, int nb, int joint, int stage) 
         int trained = gmax > 0;
         if (trained) tensors++;
         /* the maf heads' tensors entry by entry (small here): their masks
-         * (channel i reads channels < i only) must give exact zeros */
+         * (channel i reads channels < i only) must leave the unread entries
+         * without gradient (to the check's absolute 1e-3 below) */
         int every = strncmp(pi->name, "flows.", 6) == 0 && strstr(pi->name, ".maf.") && n <= 256;
         int nk = every ? (int)n : 3;
         for (int k = 0; k < nk && (trained || every); k++) {
             /* the largest entry, then two keyed random ones */
-            size_t j = every ? (size_t)k : 0;
-            if (every) ;
-            else if (k == 0) { for (size_t q = 0; q < n; q++) if (fabs(g[off + q]) == gmax) { j = q; break; } }
+            size_t j = (size_t)k;
+            if (every) {
+                /* j = k: every entry in turn */
+            } else if (k == 0) { for (size_t q = 0; q < n; q++) if (fabs(g[off + q]) == gmax) { j = q; break; } }
             else j = (size_t)(rng_uniform(rng_key(11, i, k, 0, 0)) * n);
             float *x = *pi->slot + j, x0 = *x;
             const double h = 2e-3;
