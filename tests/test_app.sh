@@ -49,6 +49,7 @@ ok() {      # ok STATUS DESCRIPTION
     else
         echo "not ok $n - $2"
         failed=$((failed + 1))
+        echo "# tmux sessions: $($T ls 2>&1 | tr '\n' ';')"
         echo "# screen:"
         $T capture-pane -p -t app 2>/dev/null | sed 's/^/#   /'
         [ -s "$TMP/err" ] && sed 's/^/# stderr: /' "$TMP/err"
@@ -86,10 +87,25 @@ body() {
     screen | sed -n '3,27p'
 }
 MODEL=$TMP/m.safetensors
+# A holder session keeps the tmux server alive between app sessions: killing
+# the last session makes the server exit, and a new-session racing with that
+# exit fails ("server exited unexpectedly"), which a loaded CI machine hit.
+$T new-session -d -s holder -x 20 -y 5 "sleep 3600" >/dev/null 2>&1
 start() {   # start ARGS...: the app on $MODEL in a fresh window named app
     $T kill-session -t app >/dev/null 2>&1
-    $T new-session -d -s app -x 100 -y 30 \
-        "$TFLM ui -m '$MODEL' --no-history --color=never $* 2>'$TMP/err'; echo EXIT=\$?; sleep 30"
+    i=0
+    while $T has-session -t app >/dev/null 2>&1 && [ $i -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    for try in 1 2 3; do
+        $T new-session -d -s app -x 100 -y 30 \
+            "$TFLM ui -m '$MODEL' --no-history --color=never $* 2>'$TMP/err'; echo EXIT=\$?; sleep 30" \
+            2>"$TMP/tmux-err" && $T has-session -t app >/dev/null 2>&1 && return 0
+        echo "# tmux new-session failed (try $try): $(cat "$TMP/tmux-err")"
+        sleep 0.5
+    done
+    return 1
 }
 
 # a small random model: generation is fast and deterministic
@@ -99,7 +115,7 @@ if ! "$TFLM" init --config "$SRC/tests/configs/tiny-mix1.json" --seed 7 -o "$TMP
     exit 0
 fi
 
-echo "1..44"
+echo "1..45"
 start -n 40
 wait_for "type a few words"
 ok $? "the app starts on the Generate screen with a compose line"
@@ -236,6 +252,7 @@ wait_for "generate: cancelled"
 ok $? "Ctrl-C cancels a running generation"
 keys C-d
 wait_for "EXIT=0"
+ok $? "Ctrl-D on an empty compose line quits with status 0"
 
 # ---- switching models ----------------------------------------------------------
 # two different small models named like the shipped pair
