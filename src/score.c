@@ -89,6 +89,26 @@ static void sum_results(const Config *cf, const WinResult *res, int nres, int sa
     }
     out->elbo = elbo;
     out->bpc = out->n_tokens > 0 ? -elbo / (out->n_tokens * M_LN2) : 0;
+    /* the importance-weighted bound: per window, log of the mean over the
+     * samples of exp(ELBO of that sample), summed over windows (results are
+     * stored sample-major: res[s * nwin + wi]) */
+    int nwin = nres / samples;
+    double iw = 0;
+    for (int wi = 0; wi < nwin; wi++) {
+        double mx = -INFINITY, acc = 0;   /* running log-sum-exp */
+        for (int s = 0; s < samples; s++) {
+            const WinResult *r = &res[(size_t)s * nwin + wi];
+            double v = r->R;
+            if (cf->is_ar) v = r->lp[0];
+            else
+                for (int l = 0; l < L; l++) v += r->lp[l] - (l < L - 1 ? r->ln[l] : 0);
+            if (v > mx) { acc = acc * exp(mx - v) + 1; mx = v; }
+            else acc += exp(v - mx);
+        }
+        iw += mx + log(acc / samples);
+    }
+    out->iw_elbo = iw;
+    out->iw_bpc = out->n_tokens > 0 ? -iw / (out->n_tokens * M_LN2) : 0;
 }
 
 tflm_status tflm_score_ids(tflm_ctx *ctx, const int *ids, int n, const tflm_score_params *p,

@@ -177,6 +177,10 @@ typedef struct {
     double lp[TFLM_MAX_FLOWS];        /* LP_l, index l-1 */
     double ln[TFLM_MAX_FLOWS];        /* LN_l */
     double logdet[TFLM_MAX_FLOWS];    /* LP_l - LN_l */
+    double iw_elbo;                   /* importance-weighted bound (nats): per window
+                                         log mean_s exp(ELBO_s), summed; = elbo
+                                         with 1 sample, >= elbo always */
+    double iw_bpc;                    /* -iw_elbo / (n_tokens ln 2) */
 } tflm_score;
 
 /* Score n token ids cut into consecutive windows (DESIGN §3). */

@@ -220,6 +220,59 @@ static void check_fixture(const char *shared) {
     }
 }
 
+/* The importance-weighted bound of tflm_score_ids against the per-sample
+ * ELBOs computed here from the same keyed eps (stream s * 1000003 + window):
+ * the mean of those is the reported ELBO, their log-mean-exp per window,
+ * summed, is iw_elbo; with one sample the two are the same number. */
+static void check_iw_bound(const char *name, tflm_ctx *ctx) {
+    const Config *cf = &ctx->m.cfg;
+    int T = cf->T, K = 6, n = 2 * T - 3, tok[1024], win[1024];
+    random_tokens(tok, n, 0, 33);
+    tflm_score_params sp;
+    tflm_score_params_default(&sp);
+    sp.samples = K;
+    sp.seed = 77;
+    tflm_score s, s1;
+    tflm_status st = tflm_score_ids(ctx, tok, n, &sp, &s);
+    sp.samples = 1;
+    if (st == TFLM_OK) st = tflm_score_ids(ctx, tok, n, &sp, &s1);
+    CHECK(st == TFLM_OK, "%s: scores with 1 and %d samples", name, K);
+    if (st != TFLM_OK) return;
+    Work w;
+    work_init(&w, &ctx->m);
+    double mean = 0, iw = 0;
+    for (int wi = 0; wi < 2; wi++) {
+        /* window 1 is left-padded with 3 <pad> tokens */
+        int a = wi * T, len = n - a < T ? n - a : T, pad = T - len;
+        for (int t = 0; t < pad; t++) win[t] = 0;
+        memcpy(win + pad, tok + a, len * sizeof(int));
+        double e[8], mx = -INFINITY, acc = 0;
+        for (int k = 0; k < K; k++) {
+            double R;
+            work_set_tokens(&w, win);
+            work_encode(&w, win, 0, 77, (uint64_t)k * 1000003u + wi, &R);
+            window_forward(&w, ctx->ops);
+            e[k] = R;
+            for (int l = 1; l <= cf->L; l++)
+                for (int p = 0; p < cf->N; p++)
+                    e[k] += w.lp_pos[l - 1][p] - (l < cf->L ? w.ln_pos[l - 1][p] : 0);
+            mean += e[k] / K;
+            mx = fmax(mx, e[k]);
+        }
+        for (int k = 0; k < K; k++) acc += exp(e[k] - mx);
+        iw += mx + log(acc / K);
+    }
+    work_free(&w);
+    /* the same float computations summed in another order: double rounding
+     * on a sum of a few hundred nats */
+    CHECK_NEAR(s.elbo, mean, 1e-9 * fabs(mean), "%s: the ELBO is the mean of the %d per-sample ELBOs", name, K);
+    CHECK_NEAR(s.iw_elbo, iw, 1e-9 * fabs(iw), "%s: iw_elbo is the per-window log-mean-exp (%.6f)", name, iw);
+    CHECK(s.iw_elbo > s.elbo, "%s: the importance-weighted bound is tighter (%.4f > %.4f nats)", name,
+          s.iw_elbo, s.elbo);
+    CHECK_NEAR(s1.iw_elbo, s1.elbo, 1e-9 * fabs(s1.elbo), "%s: with 1 sample iw_elbo equals the ELBO", name);
+    CHECK_NEAR(s.iw_bpc, -s.iw_elbo / (s.n_tokens * M_LN2), 1e-12, "%s: iw_bpc is -iw_elbo / (tokens ln 2)", name);
+}
+
 int main(void) {
     struct { const char *name; int d, P, T, B; const char *flows; } cases[] = {
         {"mix1 l2r/flip", 4, 1, 16, 4,
@@ -249,6 +302,7 @@ int main(void) {
             continue;
         }
         check_roundtrip(cases[i].name, &ctx, 0);
+        if (i == 0 || i == 3) check_iw_bound(cases[i].name, &ctx);
         check_roundtrip(cases[i].name, &ctx, 5);
         if (ctx.m.cfg.N * ctx.m.cfg.c <= 64) check_logdet(cases[i].name, &ctx);
         double a = score_mean(&ctx, 3);
