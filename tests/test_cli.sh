@@ -195,6 +195,21 @@ ok $? "score: deterministic for a seed"
 "$TFLM" score -m "$M" --samples 2 --seed 7 --threads 2 "$TMP/a.txt" >"$TMP/elbo3.txt" 2>/dev/null
 cmp -s "$TMP/elbo1.txt" "$TMP/elbo3.txt"
 ok $? "score: same at 2 threads"
+iw_text=$(sed -n 's/^.*; importance-weighted bound \([-0-9.]*\) bits\/char$/\1/p' "$TMP/elbo1.txt")
+elbo_text=$(sed -n 's/^.*: \([-0-9.]*\) bits\/char (ELBO.*$/\1/p' "$TMP/elbo1.txt")
+[ -n "$iw_text" ] && awk -v a="$iw_text" -v b="$elbo_text" 'BEGIN { exit !(a + 0 <= b + 0) }'
+ok $? "score --samples 2: the line gives the importance-weighted bound, not above the ELBO ($iw_text <= $elbo_text)"
+"$TFLM" score -m "$M" "$TMP/a.txt" >"$TMP/elbo4.txt" 2>/dev/null
+! grep -q 'importance-weighted' "$TMP/elbo4.txt"
+ok $? "score with 1 sample prints no importance-weighted bound (it equals the ELBO)"
+"$TFLM" score -m "$M" --samples 4 --seed 7 --json "$TMP/a.txt" "$TMP/b.txt" >"$TMP/iw.json" 2>/dev/null
+js "$TMP/iw.json" "score --json: iw_bpc and iw_elbo, never below the ELBO, totals summed" '
+import math
+for f in j["files"] + [j["total"]]:
+    assert f["iw_elbo"] >= f["elbo"], (f["iw_elbo"], f["elbo"])
+    assert abs(f["iw_bpc"] + f["iw_elbo"] / (f["chars"] * math.log(2))) < 1e-9
+t = j["total"]
+assert abs(t["iw_elbo"] - sum(f["iw_elbo"] for f in j["files"])) <= 1e-9 * abs(t["iw_elbo"])'
 rc 0 "score two files" "$TFLM" score -m "$M" --mean "$TMP/a.txt" "$TMP/b.txt"
 [ "$(wc -l <"$TMP/out")" -eq 3 ] && grep -q '^total: ' "$TMP/out"
 ok $? "score: two files and a total line"
