@@ -99,7 +99,12 @@ static void gradcheck(const char *name, Model *m, int nb, int joint, int stage) 
     CHECK(bad == 0 && checked > 0, "%s: gradients of %d tensors match finite differences (%d entries; worst %.2f of "
           "the tolerance, %s)", name, tensors, checked, worst, worst_name);
     /* the same loss and gradient with the batch split over 2 threads: the
-     * sums are taken in another order, so to float rounding */
+     * sums are taken in another order and OpenBLAS blocks the smaller
+     * per-thread products differently, so they agree to float rounding, not
+     * bit for bit. Measured: loss 0 with the AVX-512 kernels, up to 4.6e-9
+     * relative with the Haswell and Zen ones (OPENBLAS_CORETYPE=Haswell);
+     * allowed 1e-6 (float's epsilon is 1.2e-7). A window dropped or counted
+     * twice moves the loss by about 1/nb relative. */
     float *g2 = malloc(m->params.total * sizeof(float));
     double L2;
     train_eval(m, tok, nb, joint, stage, 9, 2, &L2, g2);
@@ -108,7 +113,7 @@ static void gradcheck(const char *name, Model *m, int nb, int joint, int stage) 
         gd = fmax(gd, fabs(g2[j] - g[j]));
         gs = fmax(gs, fabs(g[j]));
     }
-    CHECK(fabs(L2 - L0) <= 1e-9 * fabs(L0) && gd <= 1e-5 * gs,
+    CHECK(fabs(L2 - L0) <= 1e-6 * fabs(L0) && gd <= 1e-5 * gs,
           "%s: loss and gradient agree over 1 and 2 threads (loss %.3g, grad %.3g relative)", name,
           fabs(L2 - L0) / fabs(L0), gd / gs);
     free(g2);
