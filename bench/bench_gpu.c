@@ -1,5 +1,5 @@
 /* bench_gpu.c: the CUDA backend against the CPU, through the public API, for
- * two model sizes: the default model's shape (model/recipes/likelihood.json:
+ * two model sizes: the first release's default shape (model/recipes/experiments/likelihood-mixd.json:
  * d_model 128, flows mixd(2 blocks), mix1 K=8 (1), mix1 K=8 (1), T 128,
  * d 8) and the same shape about 10x larger (d_model 416, 8 heads).
  *

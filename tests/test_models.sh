@@ -1,8 +1,8 @@
 #!/bin/sh
 # test_models.sh: the shipped models (model/default.safetensors, the
-# teaching model the app opens; model/likelihood.safetensors, the mixd-first
-# model of the paper's best-likelihood recipe; model/ar.safetensors, the
-# yardstick): their sha256
+# teaching model the app opens; model/likelihood.safetensors, the
+# best-likelihood flow; model/ar.safetensors and model/ar-14k.safetensors,
+# their ar twins and yardsticks): their sha256
 # equal model/RECIPE.md's, they score a fixed paragraph
 # (tests/data/paragraph.txt, from novels-valid.txt) within a stated
 # tolerance of the number recorded there, the README's generation command
@@ -19,7 +19,7 @@ check() { d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
 if [ ! -f "$SRC/model/default.safetensors" ] || [ ! -f "$recipe" ]; then
     echo "1..0 # SKIP no shipped model in $SRC/model"; exit 0
 fi
-for m in default likelihood ar; do
+for m in default likelihood ar ar-14k; do
     f="$SRC/model/$m.safetensors"
     want=$(sed -n "s/^| \`$m.safetensors\` | .* | \`\([0-9a-f]\{64\}\)\` |.*/\1/p" "$recipe")
     got=$(sha256sum "$f" | cut -c1-64)

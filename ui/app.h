@@ -182,8 +182,8 @@ void app_open_line(app *a, int kind, const char *initial);
  * failure (a message) the old model stays. Asks first when edits are
  * unsaved. 0: switched (or asked) */
 int app_use_model(app *a, const char *path);
-/* T: switch between the shipped models default.safetensors and
- * likelihood.safetensors (same directory); from any other file, to the
+/* T: switch between the shipped models default.safetensors (teaching) and
+ * likelihood.safetensors (best likelihood; same directory); from any other file, to the
  * shipped default. 0 on success */
 int app_other_model(app *a);
 /* the current document or NULL */
