@@ -34,6 +34,7 @@ typedef struct {
     long stage_steps[MAX_FLOWS];
     int batch;
     double lr, final_frac, b1, b2, aeps, wd, clip, pad_frac, sigma_floor;
+    double flow_lr[MAX_FLOWS + 1];    /* learning-rate factor per flow (index 1..L; 0: codebook, 1) */
     int warmup;
     uint64_t seed;
     int valid_every, valid_chars, log_every, ckpt_every;
@@ -79,6 +80,20 @@ static tflm_status parse_train_cfg(TrainCfg *tc, json_t *root, const Config *mc)
     tc->clip = jnum(root, "clip", 1.0);
     tc->pad_frac = jnum(root, "pad_frac", 0.1);
     tc->sigma_floor = jnum(root, "sigma_floor", 0);
+    for (int k = 0; k <= MAX_FLOWS; k++) tc->flow_lr[k] = 1.0;
+    json_t *fl = json_object_get(root, "flow_lr_scale");
+    if (fl) {
+        if (mc->is_ar || !json_is_array(fl) || (int)json_array_size(fl) != mc->L)
+            return tflm__err(TFLM_EFORMAT, "train config: flow_lr_scale must list %d numbers, one per flow",
+                             mc->is_ar ? 0 : mc->L);
+        for (int k = 0; k < mc->L; k++) {
+            json_t *v = json_array_get(fl, k);
+            double f = json_is_number(v) ? json_number_value(v) : -1;
+            if (!(f >= 0 && f <= 10))
+                return tflm__err(TFLM_EFORMAT, "train config: flow_lr_scale[%d] must be a number in 0..10", k);
+            tc->flow_lr[k + 1] = f;
+        }
+    }
     tc->seed = (uint64_t)jnum(root, "seed", 1);
     tc->valid_every = (int)jnum(root, "valid_every", 250);
     tc->valid_chars = (int)jnum(root, "valid_chars", 20000);
@@ -721,6 +736,7 @@ static double optimize(Trainer *t, long sstep, long slen) {
         if (t->train_mask[i]) {
             float *w = t->wbuf + off, *m = t->mbuf + off, *v = t->vbuf + off, *gr = g0 + off;
             double wd = p->kind == PK_MATRIX ? t->tc.wd : 0.0;
+            double lri = lr * (p->flow >= 1 && p->flow <= MAX_FLOWS ? t->tc.flow_lr[p->flow] : 1.0);
             #pragma omp parallel for num_threads(t->nth) schedule(static)
             for (size_t j = 0; j < n; j++) {
                 double gj = gr[j] * scale;
@@ -728,7 +744,7 @@ static double optimize(Trainer *t, long sstep, long slen) {
                 m[j] = (float)mj;
                 v[j] = (float)vj;
                 double upd = (mj / c1) / (sqrt(vj / c2) + t->tc.aeps) + wd * w[j];
-                w[j] = (float)(w[j] - lr * upd);
+                w[j] = (float)(w[j] - lri * upd);
             }
         }
         off += n;

@@ -5,7 +5,7 @@
 # checkpoint reaches the same weights bit for bit as an uninterrupted run,
 # SIGTERM saves a checkpoint, a corrupted checkpoint is refused with its
 # reason, and a checkpoint write that fails (full disk) keeps the previous
-# checkpoint intact. TAP output.
+# checkpoint intact; flow_lr_scale holds a flow back (0 freezes it). TAP output.
 set -u
 BIN=${TFLM_BIN:-./tflm}
 n=0; fail=0
@@ -154,6 +154,37 @@ check "--stop-at past the schedule is refused (exit $rc): $(head -c 120 "$tmp/er
     sh -c "test $rc -ne 0 && grep -q 'only 150 steps' '$tmp/err.txt'"
 "$BIN" train -q --config "$tmp/cfg.json" --data "$tmp/train.txt" -o "$tmp/m.safetensors" --stop-at x 2>/dev/null; rc=$?
 check "--stop-at x is a usage error (exit $rc)" test $rc -eq 64
+
+# flow_lr_scale: a learning-rate factor per flow (issue 7: hold a flow back)
+tensors() {   # sha256 of the tensors whose names start with $2
+    python3 - "$1" "$2" <<'PY'
+import sys, struct, hashlib, json
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+parts = [b[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]] for k, v in sorted(h.items()) if k.startswith(sys.argv[2])]
+print(hashlib.sha256(b"".join(parts)).hexdigest() if parts else "none")
+PY
+}
+"$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 1]' --data "$tmp/train.txt" -o "$tmp/n.safetensors" --threads 2
+check "flow_lr_scale [1, 1] gives the same weights as no factor, bit for bit" \
+    test "$(weights "$tmp/a.safetensors")" = "$(weights "$tmp/n.safetensors")"
+"$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 0]' --data "$tmp/train.txt" -o "$tmp/o.safetensors" --threads 2
+"$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 0]' --set steps=20 --data "$tmp/train.txt" -o "$tmp/p.safetensors" --threads 2
+check "flow_lr_scale [1, 0]: flow 2 stays at its initial weights (150 steps = 20 steps), flow 1 learns" \
+    sh -c "test '$(tensors "$tmp/o.safetensors" flows.2.)' = '$(tensors "$tmp/p.safetensors" flows.2.)' &&
+           test '$(tensors "$tmp/o.safetensors" flows.1.)' != '$(tensors "$tmp/p.safetensors" flows.1.)' &&
+           test '$(tensors "$tmp/o.safetensors" flows.2.)' != '$(tensors "$tmp/a.safetensors" flows.2.)'"
+"$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 0.5]' --data "$tmp/train.txt" -o "$tmp/q.safetensors" --threads 2
+check "flow_lr_scale [1, 0.5] gives other weights than [1, 1] and [1, 0]" \
+    sh -c "test '$(weights "$tmp/q.safetensors")' != '$(weights "$tmp/a.safetensors")' &&
+           test '$(tensors "$tmp/q.safetensors" flows.2.)' != '$(tensors "$tmp/o.safetensors" flows.2.)'"
+"$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1]' --data "$tmp/train.txt" -o "$tmp/r.safetensors" 2> "$tmp/err.txt"; rc=$?
+check "flow_lr_scale with the wrong length is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
+    sh -c "test $rc -ne 0 && grep -q 'flow_lr_scale must list 2 numbers' '$tmp/err.txt' && ! test -f '$tmp/r.safetensors'"
+"$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, -1]' --data "$tmp/train.txt" -o "$tmp/r.safetensors" 2> "$tmp/err.txt"; rc=$?
+check "a negative flow_lr_scale is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
+    sh -c "test $rc -ne 0 && grep -q 'flow_lr_scale\[1\] must be a number in 0..10' '$tmp/err.txt'"
 
 echo "1..$n"
 [ $fail -eq 0 ]
