@@ -183,7 +183,7 @@ void app_open_line(app *a, int kind, const char *initial);
  * unsaved. 0: switched (or asked) */
 int app_use_model(app *a, const char *path);
 /* T: switch between the shipped models default.safetensors (teaching) and
- * likelihood.safetensors (best likelihood; same directory); from any other file, to the
+ * likelihood.safetensors (the full-rate contrast; same directory); from any other file, to the
  * shipped default. 0 on success */
 int app_other_model(app *a);
 /* the current document or NULL */
