@@ -83,9 +83,10 @@ static tflm_status parse_train_cfg(TrainCfg *tc, json_t *root, const Config *mc)
     for (int k = 0; k <= MAX_FLOWS; k++) tc->flow_lr[k] = 1.0;
     json_t *fl = json_object_get(root, "flow_lr_scale");
     if (fl) {
-        if (mc->is_ar || !json_is_array(fl) || (int)json_array_size(fl) != mc->L)
-            return tflm__err(TFLM_EFORMAT, "train config: flow_lr_scale must list %d numbers, one per flow",
-                             mc->is_ar ? 0 : mc->L);
+        if (mc->is_ar)
+            return tflm__err(TFLM_EFORMAT, "train config: flow_lr_scale is for flow models; an ar model has no flows");
+        if (!json_is_array(fl) || (int)json_array_size(fl) != mc->L)
+            return tflm__err(TFLM_EFORMAT, "train config: flow_lr_scale must list %d numbers, one per flow", mc->L);
         for (int k = 0; k < mc->L; k++) {
             json_t *v = json_array_get(fl, k);
             double f = json_is_number(v) ? json_number_value(v) : -1;
@@ -736,7 +737,7 @@ static double optimize(Trainer *t, long sstep, long slen) {
         if (t->train_mask[i]) {
             float *w = t->wbuf + off, *m = t->mbuf + off, *v = t->vbuf + off, *gr = g0 + off;
             double wd = p->kind == PK_MATRIX ? t->tc.wd : 0.0;
-            double lri = lr * (p->flow >= 1 && p->flow <= MAX_FLOWS ? t->tc.flow_lr[p->flow] : 1.0);
+            double lri = lr * t->tc.flow_lr[p->flow];   /* p->flow 0 (the codebook) has factor 1 */
             #pragma omp parallel for num_threads(t->nth) schedule(static)
             for (size_t j = 0; j < n; j++) {
                 double gj = gr[j] * scale;

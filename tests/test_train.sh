@@ -39,14 +39,17 @@ cat > "$tmp/cfg.json" <<'EOF2'
  "valid_every": 0, "valid_chars": 4000, "log_every": 50, "checkpoint_every": 25}
 EOF2
 
-weights() {   # the data section of a safetensors file: weights only, no metadata
-    python3 - "$1" <<'PY'
+weights() {   # sha256 of a safetensors file's weights (no metadata, no opt.* moments);
+              # with a second argument, of the tensors whose names start with it
+    python3 - "$1" "${2:-}" <<'PY'
 import sys, struct, hashlib, json
 b = open(sys.argv[1], "rb").read()
 n = struct.unpack("<Q", b[:8])[0]
 h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
-parts = [b[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]] for k, v in sorted(h.items()) if not k.startswith("opt.")]
-print(hashlib.sha256(b"".join(parts)).hexdigest())
+pre = sys.argv[2]
+keep = (lambda k: k.startswith(pre)) if pre else (lambda k: not k.startswith("opt."))
+parts = [b[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]] for k, v in sorted(h.items()) if keep(k)]
+print(hashlib.sha256(b"".join(parts)).hexdigest() if parts else "none")
 PY
 }
 bpc() { "$BIN" score -m "$1" "$tmp/valid.txt" | sed -n 's/.*: \([0-9.]*\) bits\/char.*/\1/p'; }
@@ -156,29 +159,19 @@ check "--stop-at past the schedule is refused (exit $rc): $(head -c 120 "$tmp/er
 check "--stop-at x is a usage error (exit $rc)" test $rc -eq 64
 
 # flow_lr_scale: a learning-rate factor per flow (issue 7: hold a flow back)
-tensors() {   # sha256 of the tensors whose names start with $2
-    python3 - "$1" "$2" <<'PY'
-import sys, struct, hashlib, json
-b = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", b[:8])[0]
-h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
-parts = [b[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]] for k, v in sorted(h.items()) if k.startswith(sys.argv[2])]
-print(hashlib.sha256(b"".join(parts)).hexdigest() if parts else "none")
-PY
-}
 "$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 1]' --data "$tmp/train.txt" -o "$tmp/n.safetensors" --threads 2
 check "flow_lr_scale [1, 1] gives the same weights as no factor, bit for bit" \
     test "$(weights "$tmp/a.safetensors")" = "$(weights "$tmp/n.safetensors")"
 "$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 0]' --data "$tmp/train.txt" -o "$tmp/o.safetensors" --threads 2
 "$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 0]' --set steps=20 --data "$tmp/train.txt" -o "$tmp/p.safetensors" --threads 2
 check "flow_lr_scale [1, 0]: flow 2 stays at its initial weights (150 steps = 20 steps), flow 1 learns" \
-    sh -c "test '$(tensors "$tmp/o.safetensors" flows.2.)' = '$(tensors "$tmp/p.safetensors" flows.2.)' &&
-           test '$(tensors "$tmp/o.safetensors" flows.1.)' != '$(tensors "$tmp/p.safetensors" flows.1.)' &&
-           test '$(tensors "$tmp/o.safetensors" flows.2.)' != '$(tensors "$tmp/a.safetensors" flows.2.)'"
+    sh -c "test '$(weights "$tmp/o.safetensors" flows.2.)' = '$(weights "$tmp/p.safetensors" flows.2.)' &&
+           test '$(weights "$tmp/o.safetensors" flows.1.)' != '$(weights "$tmp/p.safetensors" flows.1.)' &&
+           test '$(weights "$tmp/o.safetensors" flows.2.)' != '$(weights "$tmp/a.safetensors" flows.2.)'"
 "$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1, 0.5]' --data "$tmp/train.txt" -o "$tmp/q.safetensors" --threads 2
 check "flow_lr_scale [1, 0.5] gives other weights than [1, 1] and [1, 0]" \
     sh -c "test '$(weights "$tmp/q.safetensors")' != '$(weights "$tmp/a.safetensors")' &&
-           test '$(tensors "$tmp/q.safetensors" flows.2.)' != '$(tensors "$tmp/o.safetensors" flows.2.)'"
+           test '$(weights "$tmp/q.safetensors" flows.2.)' != '$(weights "$tmp/o.safetensors" flows.2.)'"
 "$BIN" train -q --config "$tmp/cfg.json" --set 'flow_lr_scale=[1]' --data "$tmp/train.txt" -o "$tmp/r.safetensors" 2> "$tmp/err.txt"; rc=$?
 check "flow_lr_scale with the wrong length is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
     sh -c "test $rc -ne 0 && grep -q 'flow_lr_scale must list 2 numbers' '$tmp/err.txt' && ! test -f '$tmp/r.safetensors'"
