@@ -1,8 +1,8 @@
 #!/bin/sh
 # test_models.sh: the shipped models (model/default.safetensors, the
 # teaching model the app opens; model/likelihood.safetensors, the same
-# shape without flow 2 held back; model/ar-14k.safetensors, their ar twin
-# and yardstick; model/ar.safetensors, the twin of the previous default): their sha256
+# shape without flow 2 held back; model/ar.safetensors, their ar twin,
+# yardstick and judge): their sha256
 # equal model/RECIPE.md's, they score a fixed paragraph
 # (tests/data/paragraph.txt, from novels-valid.txt) within a stated
 # tolerance of the number recorded there, the README's generation command
@@ -19,7 +19,7 @@ check() { d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
 if [ ! -f "$SRC/model/default.safetensors" ] || [ ! -f "$recipe" ]; then
     echo "1..0 # SKIP no shipped model in $SRC/model"; exit 0
 fi
-for m in default likelihood ar ar-14k; do
+for m in default likelihood ar; do
     f="$SRC/model/$m.safetensors"
     want=$(sed -n "s/^| \`$m.safetensors\` | .* | \`\([0-9a-f]\{64\}\)\` |.*/\1/p" "$recipe")
     got=$(sha256sum "$f" | cut -c1-64)
