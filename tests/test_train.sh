@@ -95,12 +95,15 @@ check "killed at step ${killed_at:-?} and resumed: the same weights as an uninte
     test "$(weights "$tmp/c.safetensors")" = "$(weights "$tmp/d.safetensors")"
 
 # SIGTERM: stops after the step with a checkpoint, exit 130
-"$BIN" train -q --config "$tmp/long.json" --data "$tmp/train.txt" -o "$tmp/e.safetensors" &
+"$BIN" train -q --config "$tmp/long.json" --data "$tmp/train.txt" -o "$tmp/e.safetensors" 2> "$tmp/e.err" &
 pid=$!
 sleep 1
 kill -TERM $pid; wait $pid; rc=$?
 check "SIGTERM stops with exit 130 (got $rc)" test $rc -eq 130
 check "SIGTERM wrote a checkpoint" grep -q "stopped at step" "$tmp/e.safetensors.log"
+check "SIGTERM: one line on stderr, 'tflm: train: stopped at step N; checkpoint FILE'" \
+    sh -c "test \$(wc -l < '$tmp/e.err') -eq 1 && grep -q '^tflm: train: stopped at step [0-9]*; checkpoint ' '$tmp/e.err'"
+check "SIGTERM: a stop is not logged as an error" sh -c "! grep -q '^error:' '$tmp/e.safetensors.log'"
 
 # a corrupted checkpoint is refused with its reason
 cp "$tmp/c.safetensors.ckpt" "$tmp/bad.ckpt"

@@ -203,12 +203,13 @@ int cmd_train(int argc, char **argv) {
     tflm_status st = tflm_train(json, data, ndata, valid, out, resume, &o, &finished);
     free(json);
     if (logf_) {
-        if (st != TFLM_OK) fprintf(logf_, "error: %s\n", tflm_last_error());
+        /* a stop (SIGINT/SIGTERM) is not an error: the log already has its line */
+        if (st != TFLM_OK && st != TFLM_ECANCELLED) fprintf(logf_, "error: %s\n", tflm_last_error());
         fclose(logf_);
         logf_ = NULL;
     }
     if (st == TFLM_ECANCELLED) {
-        cli_msg("train: %s", tflm_last_error());
+        cli_msg("%s", tflm_last_error());      /* the message names "train:" */
         return EXIT_INTERRUPTED;
     }
     if (st == TFLM_EUNSUPPORTED && o.device == TFLM_DEVICE_CUDA) {
