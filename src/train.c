@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <omp.h>
 #include "train.h"
@@ -46,8 +47,45 @@ static double jnum(json_t *o, const char *k, double def) {
     return json_is_number(v) ? json_number_value(v) : def;
 }
 
+/* Every setting a training config may hold, and the JSON type it must have
+ * ('n' number, 's' string, 'o' object, 'a' array). "note" and any "*_note"
+ * key are free-text comments, kept in the model's record. A key not listed is
+ * refused, so that a typo never silently leaves a default in place. */
+static const struct { const char *key; char type; } train_keys[] = {
+    {"model", 'o'}, {"init", 's'}, {"init_sha256", 's'}, {"schedule", 's'}, {"steps", 'n'},
+    {"stage_steps", 'a'}, {"batch", 'n'}, {"lr", 'n'}, {"warmup", 'n'}, {"final_lr_frac", 'n'},
+    {"beta1", 'n'}, {"beta2", 'n'}, {"adam_eps", 'n'}, {"weight_decay", 'n'}, {"clip", 'n'},
+    {"pad_frac", 'n'}, {"sigma_floor", 'n'}, {"flow_lr_scale", 'a'}, {"seed", 'n'},
+    {"valid_every", 'n'}, {"valid_chars", 'n'}, {"log_every", 'n'}, {"checkpoint_every", 'n'},
+    {"checkpoint_every_s", 'n'},
+};
+
+static tflm_status check_train_keys(json_t *root) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(root, k, v) {
+        size_t n = strlen(k);
+        if (!strcmp(k, "note") || (n > 5 && !strcmp(k + n - 5, "_note"))) {
+            if (!json_is_string(v)) return tflm__err(TFLM_EFORMAT, "train config: %s must be a string", k);
+            continue;
+        }
+        size_t i = 0, nk = sizeof train_keys / sizeof train_keys[0];
+        while (i < nk && strcmp(train_keys[i].key, k)) i++;
+        if (i == nk) return tflm__err(TFLM_EFORMAT, "train config: unknown setting '%s' (see tflm(1), Training config)", k);
+        char ty = train_keys[i].type;
+        int ok = ty == 'n' ? json_is_number(v) : ty == 's' ? json_is_string(v) :
+                 ty == 'o' ? json_is_object(v) : json_is_array(v);
+        if (!ok)
+            return tflm__err(TFLM_EFORMAT, "train config: %s must be %s", k,
+                             ty == 'n' ? "a number" : ty == 's' ? "a string" : ty == 'o' ? "an object" : "an array");
+    }
+    return TFLM_OK;
+}
+
 static tflm_status parse_train_cfg(TrainCfg *tc, json_t *root, const Config *mc) {
     memset(tc, 0, sizeof *tc);
+    tflm_status kst = check_train_keys(root);
+    if (kst != TFLM_OK) return kst;
     const char *sched = json_string_value(json_object_get(root, "schedule"));
     if (sched && strcmp(sched, "joint") && strcmp(sched, "progressive"))
         return tflm__err(TFLM_EFORMAT, "train config: schedule '%s' is not progressive or joint", sched);
@@ -166,6 +204,7 @@ typedef struct {
     int maf_ref;                      /* tests: maf heads position by position, loss only */
     double last_valid;
     json_t *corpus_rec;
+    json_t *init_rec;                 /* with "init": the start file's name, sha256 and its own record */
     const tflm_train_opts *o;
 } Trainer;
 
@@ -794,6 +833,7 @@ static json_t *optim_meta(Trainer *t, double elapsed) {
     json_object_set_new(o, "threads", json_integer(t->nth));
     json_object_set(o, "train_config", t->tcjson);
     json_object_set(o, "corpus", t->corpus_rec);
+    if (t->init_rec) json_object_set(o, "init", t->init_rec);
     return o;
 }
 
@@ -805,6 +845,7 @@ static json_t *train_record(Trainer *t, double elapsed) {
     json_object_set_new(r, "schedule", json_string(t->m.cfg.is_ar ? "ar" : t->tc.joint ? "joint" : "progressive"));
     json_object_set(r, "corpus", t->corpus_rec);
     json_object_set(r, "train_config", t->tcjson);
+    if (t->init_rec) json_object_set(r, "init", t->init_rec);
     json_object_set_new(r, "steps", json_integer(t->step));
     json_object_set_new(r, "schedule_steps", json_integer(total_steps(&t->tc)));
     json_object_set_new(r, "tokens", json_real(t->tokens));
@@ -880,6 +921,26 @@ static tflm_status own_weights(Trainer *t) {
     return TFLM_OK;
 }
 
+/* The start file of an "init" run: its sha256 (checked against init_sha256
+ * when the config gives one) and its own training record, so that the new
+ * model carries its whole history. */
+static tflm_status init_record(Trainer *t, const char *path) {
+    char hex[65];
+    sha256_hex(t->m.file.map, t->m.file.size, hex);
+    const char *want = json_string_value(json_object_get(t->tcjson, "init_sha256"));
+    if (want && strcasecmp(want, hex))
+        return tflm__err(TFLM_EFORMAT, "train config: %s has sha256 %.12s..., not the init_sha256 %.12s...",
+                         path, hex, want);
+    const char *base = strrchr(path, '/');
+    t->init_rec = json_object();
+    json_object_set_new(t->init_rec, "file", json_string(base ? base + 1 : path));
+    json_object_set_new(t->init_rec, "sha256", json_string(hex));
+    const char *prev = st_meta(&t->m.file, "tflm.train");
+    json_t *pj = prev ? json_loads(prev, 0, NULL) : NULL;
+    json_object_set_new(t->init_rec, "train", pj ? pj : json_null());
+    return TFLM_OK;
+}
+
 static tflm_status load_resume(Trainer *t, const char *path) {
     tflm_status st = model_load(&t->m, path, 0);
     if (st != TFLM_OK) return st;
@@ -897,6 +958,7 @@ static tflm_status load_resume(Trainer *t, const char *path) {
     t->ema = jnum(o, "ema_bpc", 0);
     t->last_valid = jnum(o, "last_valid_bpc", 0);
     t->tcjson = json_incref(json_object_get(o, "train_config"));
+    if (json_is_object(json_object_get(o, "init"))) t->init_rec = json_incref(json_object_get(o, "init"));
     int th = (int)jnum(o, "threads", 0);
     json_decref(o);
     if (!json_is_object(t->tcjson))
@@ -955,6 +1017,7 @@ static void trainer_free(Trainer *t) {
     free(t->train_mask);
     json_decref(t->tcjson);
     json_decref(t->corpus_rec);
+    json_decref(t->init_rec);
     model_free(&t->m);
     free(t->wbuf);
 }
@@ -991,8 +1054,10 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         }
         const char *init = json_string_value(json_object_get(t->tcjson, "init"));
         json_t *mj = json_object_get(t->tcjson, "model");
+        if ((st = check_train_keys(t->tcjson)) != TFLM_OK) goto done;
         if (init) {
             if ((st = model_load(&t->m, init, 0)) != TFLM_OK) goto done;
+            if ((st = init_record(t, init)) != TFLM_OK) goto done;
         } else if (json_is_object(mj)) {
             Config cf;
             if ((st = config_from_json(&cf, mj)) != TFLM_OK) goto done;

@@ -182,5 +182,54 @@ check "flow_lr_scale with the wrong length is refused (exit $rc): $(head -c 120 
 check "a negative flow_lr_scale is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
     sh -c "test $rc -ne 0 && grep -q 'flow_lr_scale\[1\] must be a number in 0..10' '$tmp/err.txt'"
 
+# the config's keys are checked: a typo or a wrong type is refused, notes are kept
+"$BIN" train -q --config "$tmp/cfg.json" --set learning_rate=0.001 --data "$tmp/train.txt" -o "$tmp/s.safetensors" \
+    2> "$tmp/err.txt"; rc=$?
+check "an unknown setting is refused (exit $rc, want 2): $(head -c 120 "$tmp/err.txt")" \
+    sh -c "test $rc -eq 2 && grep -q \"unknown setting 'learning_rate'\" '$tmp/err.txt' && ! test -f '$tmp/s.safetensors'"
+"$BIN" train -q --config "$tmp/cfg.json" --set 'lr="0.001"' --data "$tmp/train.txt" -o "$tmp/s.safetensors" \
+    2> "$tmp/err.txt"; rc=$?
+check "a setting of the wrong type is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
+    sh -c "test $rc -eq 2 && grep -q 'lr must be a number' '$tmp/err.txt'"
+
+trainrec() {   # one field of a model's tflm.train record, as JSON (a dotted path)
+    python3 - "$1" "$2" <<'PY'
+import sys, struct, json
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+r = json.loads(json.loads(b[8:8 + n])["__metadata__"]["tflm.train"])
+for k in sys.argv[2].split("."): r = r[k] if isinstance(r, dict) and k in r else None
+print(json.dumps(r))
+PY
+}
+# "init": continue a trained model; its sha256 is checked and its record kept
+sha_a=$(python3 -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())" "$tmp/a.safetensors")
+cat > "$tmp/cont.json" <<EOF2
+{"init": "$tmp/a.safetensors", "init_sha256": "$sha_a", "init_note": "stage 2", "note": "a test",
+ "schedule": "joint", "steps": 100, "batch": 8, "lr": 0.002, "warmup": 10, "seed": 4,
+ "valid_every": 0, "valid_chars": 4000, "log_every": 50, "checkpoint_every": 25}
+EOF2
+"$BIN" train -q --config "$tmp/cont.json" --data "$tmp/train.txt" -o "$tmp/t.safetensors" --threads 2
+cont=$(bpc "$tmp/t.safetensors")
+check "init: the continued model records its start file's sha256 and that file's own record (150 steps)" \
+    sh -c "test '$(trainrec "$tmp/t.safetensors" init.sha256)' = '\"$sha_a\"' &&
+           test '$(trainrec "$tmp/t.safetensors" init.train.steps)' = 150 &&
+           test '$(trainrec "$tmp/t.safetensors" steps)' = 100 &&
+           test '$(trainrec "$tmp/t.safetensors" train_config.note)' = '\"a test\"'"
+echo "# validation bits/char: $after after 150 steps, $cont after 100 more"
+# 100 more steps at a lower rate on this text: the model must keep what it
+# learnt; 0.2 bits/char covers the restart's warm-up bump at 100 steps
+check "init: continuing does not lose the start's training ($after -> $cont)" \
+    python3 -c "import sys; sys.exit(0 if $cont <= $after + 0.2 else 1)"
+sed 's/"steps": 100/"steps": 1000/' "$tmp/cont.json" > "$tmp/cont-long.json"
+"$BIN" train -q --config "$tmp/cont-long.json" --data "$tmp/train.txt" -o "$tmp/u.safetensors" --threads 2 --stop-at 40
+"$BIN" train -q --resume "$tmp/u.safetensors.ckpt" --data "$tmp/train.txt" -o "$tmp/u.safetensors" --threads 2 --stop-at 60
+check "init: the start's record survives a checkpoint and resume" \
+    test "$(trainrec "$tmp/u.safetensors" init.sha256)" = "\"$sha_a\""
+sed "s/$sha_a/$(echo "$sha_a" | tr 0-9a-f 1-9a-f0)/" "$tmp/cont.json" > "$tmp/cont-bad.json"
+"$BIN" train -q --config "$tmp/cont-bad.json" --data "$tmp/train.txt" -o "$tmp/v.safetensors" 2> "$tmp/err.txt"; rc=$?
+check "init: a start file whose sha256 is not init_sha256 is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
+    sh -c "test $rc -eq 2 && grep -q 'not the init_sha256' '$tmp/err.txt' && ! test -f '$tmp/v.safetensors'"
+
 echo "1..$n"
 [ $fail -eq 0 ]
