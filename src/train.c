@@ -923,10 +923,10 @@ static tflm_status own_weights(Trainer *t) {
 
 /* The start file of an "init" run: its sha256 (checked against init_sha256
  * when the config gives one) and its own training record, so that the new
- * model carries its whole history. */
-static tflm_status init_record(Trainer *t, const char *path) {
+ * model carries its whole history. f is that file, opened. */
+static tflm_status init_record(Trainer *t, const StFile *f, const char *path) {
     char hex[65];
-    sha256_hex(t->m.file.map, t->m.file.size, hex);
+    sha256_hex(f->map, f->size, hex);
     const char *want = json_string_value(json_object_get(t->tcjson, "init_sha256"));
     if (want && strcasecmp(want, hex))
         return tflm__err(TFLM_EFORMAT, "train config: %s has sha256 %.12s..., not the init_sha256 %.12s...",
@@ -935,10 +935,27 @@ static tflm_status init_record(Trainer *t, const char *path) {
     t->init_rec = json_object();
     json_object_set_new(t->init_rec, "file", json_string(base ? base + 1 : path));
     json_object_set_new(t->init_rec, "sha256", json_string(hex));
-    const char *prev = st_meta(&t->m.file, "tflm.train");
+    const char *prev = st_meta(f, "tflm.train");
     json_t *pj = prev ? json_loads(prev, 0, NULL) : NULL;
     json_object_set_new(t->init_rec, "train", pj ? pj : json_null());
     return TFLM_OK;
+}
+
+/* A checkpoint of an init run written before the record existed (before
+ * commit a90ce0d): when the config names the start file's
+ * sha256 and that file is still there and matches, rebuild the record from
+ * it; otherwise the model goes without one (never an error). */
+static void init_record_late(Trainer *t) {
+    const char *init = json_string_value(json_object_get(t->tcjson, "init"));
+    if (t->init_rec || !init || !json_is_string(json_object_get(t->tcjson, "init_sha256"))) return;
+    StFile f;
+    memset(&f, 0, sizeof f);
+    if (st_open(&f, init, 1) != TFLM_OK) return;
+    if (init_record(t, &f, init) != TFLM_OK) {
+        json_decref(t->init_rec);
+        t->init_rec = NULL;
+    }
+    st_close(&f);
 }
 
 static tflm_status load_resume(Trainer *t, const char *path) {
@@ -963,6 +980,7 @@ static tflm_status load_resume(Trainer *t, const char *path) {
     json_decref(o);
     if (!json_is_object(t->tcjson))
         return tflm__err(TFLM_EFORMAT, "%s: tflm.optim has no train_config", path);
+    init_record_late(t);
     if (th && t->o && t->o->threads && th != t->o->threads)
         say(t, TFLM_LOG_WARN, "resuming with %d threads; the checkpoint was written with %d: "
             "the run stays valid but is no longer bit-identical to an uninterrupted one", t->o->threads, th);
@@ -1057,7 +1075,7 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         if ((st = check_train_keys(t->tcjson)) != TFLM_OK) goto done;
         if (init) {
             if ((st = model_load(&t->m, init, 0)) != TFLM_OK) goto done;
-            if ((st = init_record(t, init)) != TFLM_OK) goto done;
+            if ((st = init_record(t, &t->m.file, init)) != TFLM_OK) goto done;
         } else if (json_is_object(mj)) {
             Config cf;
             if ((st = config_from_json(&cf, mj)) != TFLM_OK) goto done;

@@ -226,6 +226,21 @@ sed 's/"steps": 100/"steps": 1000/' "$tmp/cont.json" > "$tmp/cont-long.json"
 "$BIN" train -q --resume "$tmp/u.safetensors.ckpt" --data "$tmp/train.txt" -o "$tmp/u.safetensors" --threads 2 --stop-at 60
 check "init: the start's record survives a checkpoint and resume" \
     test "$(trainrec "$tmp/u.safetensors" init.sha256)" = "\"$sha_a\""
+python3 - "$tmp/u.safetensors.ckpt" "$tmp/old.ckpt" <<'PY'
+# an init run's checkpoint as written before the record existed: no "init" in tflm.optim
+import sys, struct, json
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+o = json.loads(h["__metadata__"]["tflm.optim"]); o.pop("init")
+h["__metadata__"]["tflm.optim"] = json.dumps(o)
+hb = json.dumps(h).encode()
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+"$BIN" train -q --resume "$tmp/old.ckpt" --data "$tmp/train.txt" -o "$tmp/w.safetensors" --stop-at 60
+check "init: an older checkpoint without the record gets it back from the start file, checked by init_sha256" \
+    sh -c "test '$(trainrec "$tmp/w.safetensors" init.sha256)' = '\"$sha_a\"' &&
+           test '$(weights "$tmp/w.safetensors")' = '$(weights "$tmp/u.safetensors")'"
 sed "s/$sha_a/$(echo "$sha_a" | tr 0-9a-f 1-9a-f0)/" "$tmp/cont.json" > "$tmp/cont-bad.json"
 "$BIN" train -q --config "$tmp/cont-bad.json" --data "$tmp/train.txt" -o "$tmp/v.safetensors" 2> "$tmp/err.txt"; rc=$?
 check "init: a start file whose sha256 is not init_sha256 is refused (exit $rc): $(head -c 120 "$tmp/err.txt")" \
