@@ -1,8 +1,9 @@
 #!/bin/sh
 # test_models.sh: the shipped models (model/default.safetensors, the
-# teaching model the app opens, flow 2 at a tenth of the learning rate;
-# model/likelihood.safetensors, the best-likelihood flow, flow 2 at a
-# quarter; model/ar.safetensors, their ar twin, yardstick and judge): their
+# teaching model the app opens, flow 2 at a tenth of the learning rate,
+# 24000 steps in two stages; model/ar.safetensors, its ar twin, yardstick
+# and judge; model/likelihood.safetensors, the 14000-step flow with flow 2
+# at a quarter): their
 # sha256 equal model/RECIPE.md's, they score a fixed paragraph
 # (tests/data/paragraph.txt, from novels-valid.txt) within a stated
 # tolerance of the number recorded there, the README's generation command

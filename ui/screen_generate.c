@@ -207,7 +207,7 @@ const screen screen_generate = {
     "Alt-c\tcontinue the text\n"
     "Alt-u, Alt-r\tundo, redo\n"
     "Alt-k\tconfidence colouring on/off\n"
-    "Alt-T\tswitch model: teaching <-> best-likelihood model\n"
+    "Alt-T\tswitch model: teaching <-> likelihood (flow 2 at a quarter)\n"
     "PgUp, PgDn\tscroll the text\n"
     "Ctrl-R\tsearch the history (readline)\n"
     "Ctrl-X Ctrl-E\tedit the context in $EDITOR\n"

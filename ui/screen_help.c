@@ -20,7 +20,7 @@ static const char global_keys[] =
     "F2-F6, Alt-1..5\tGenerate, Layers, Heatmap, Replay, Edit\n"
     "F9, p\tparameters panel\n"
     ":\tcommand line (:set, :save, :load, :model, :export, :undo, :help)\n"
-    "T\tswitch model: teaching <-> best-likelihood (Alt-T on Generate)\n"
+    "T\tswitch model: teaching <-> likelihood (Alt-T on Generate)\n"
     "u, U\tundo, redo (Alt-u, Alt-r on the Generate screen)\n"
     "n, s, c\tnew seed, same seed, continue (Alt- on Generate)\n"
     "Ctrl-C\tcancel the running computation (never quits)\n"
