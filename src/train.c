@@ -1072,7 +1072,6 @@ tflm_status tflm_train(const char *config_json, const char *const *train_files, 
         }
         const char *init = json_string_value(json_object_get(t->tcjson, "init"));
         json_t *mj = json_object_get(t->tcjson, "model");
-        if ((st = check_train_keys(t->tcjson)) != TFLM_OK) goto done;
         if (init) {
             if ((st = model_load(&t->m, init, 0)) != TFLM_OK) goto done;
             if ((st = init_record(t, &t->m.file, init)) != TFLM_OK) goto done;
